@@ -1,0 +1,91 @@
+package b24oauth
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+)
+
+// InstallationState is the lifecycle state of a stored installation.
+type InstallationState string
+
+const (
+	// StateActive: the installation's tokens are usable.
+	StateActive InstallationState = "active"
+	// StateRevoked: its refresh token was refused (invalid_grant); the portal must reinstall the
+	// app. Clients of such a portal fail fast with a *RefreshTokenError.
+	StateRevoked InstallationState = "revoked"
+)
+
+// Installation is what a TokenStore keeps for one portal: its OAuth parameters (keyed by
+// MemberID) and what the lifecycle events said about it.
+//
+// Its JSON form (the flat snake_case fields of OAuthParams plus the fields below) is what the
+// file and Redis stores persist. Printing or logging it redacts every token.
+type Installation struct {
+	OAuthParams
+
+	State       InstallationState `json:"state"`
+	Version     string            `json:"version,omitempty"`     // the app version (data[VERSION])
+	LanguageID  string            `json:"language_id,omitempty"` // the portal's language (data[LANGUAGE_ID])
+	InstalledAt time.Time         `json:"installed_at"`          // first install seen
+	UpdatedAt   time.Time         `json:"updated_at"`            // last write by an event or a refresh
+
+	// RefreshingSince is set while a refresh of this installation is in flight (between asking
+	// the OAuth server and storing its answer). A mark that outlives the refresh tells the next
+	// process that a rotated refresh token may have been lost with a crashed process.
+	RefreshingSince time.Time `json:"refreshing_since"`
+}
+
+// String returns a representation with every token redacted.
+func (i Installation) String() string {
+	return "b24oauth.Installation{" + i.OAuthParams.String() +
+		", State: " + strconv.Quote(string(i.State)) +
+		", Version: " + strconv.Quote(i.Version) +
+		", LanguageID: " + strconv.Quote(i.LanguageID) +
+		", InstalledAt: " + i.InstalledAt.Format(time.RFC3339) +
+		", UpdatedAt: " + i.UpdatedAt.Format(time.RFC3339) + "}"
+}
+
+// GoString is String.
+func (i Installation) GoString() string { return i.String() }
+
+// Format makes every fmt verb print the redacted form.
+func (i Installation) Format(f fmt.State, verb rune) { formatRedacted(f, verb, i.String()) }
+
+// LogValue implements slog.LogValuer with every token redacted.
+func (i Installation) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.Any("params", i.OAuthParams),
+		slog.String("state", string(i.State)),
+		slog.String("version", i.Version),
+	)
+}
+
+// TokenStore persists installations, keyed by member_id. Implementations must be safe for
+// concurrent use.
+//
+// The contract (checked by storetest.Run for every store in this repository):
+//   - Load of an absent member_id returns an error matching ErrNotInstalled (errors.Is); any other
+//     failure (a corrupt record, a lost connection) is a different error, never ErrNotInstalled.
+//   - Save inserts or replaces the whole record, durably, or fails leaving the previous record
+//     intact: never a half-written one.
+//   - Delete of an absent member_id returns nil.
+//   - Update reads the record, calls fn with it, and writes what fn returns, atomically: no
+//     other Update or Save of the same member_id, in this process or in any other process
+//     sharing the store, interleaves with it. If fn returns an error, nothing is written and
+//     Update returns that error unchanged. Update of an absent member_id returns ErrNotInstalled
+//     without calling fn. fn must not change MemberID.
+//   - Every method honours its context's cancellation and deadline.
+type TokenStore interface {
+	// Load returns the installation of memberID, or ErrNotInstalled.
+	Load(ctx context.Context, memberID string) (Installation, error)
+	// Save inserts or replaces inst (keyed by inst.MemberID).
+	Save(ctx context.Context, inst Installation) error
+	// Delete removes the installation of memberID; no error when it is absent.
+	Delete(ctx context.Context, memberID string) error
+	// Update reads, changes and writes one installation atomically.
+	Update(ctx context.Context, memberID string, fn func(cur Installation) (Installation, error)) error
+}
