@@ -1,0 +1,339 @@
+package b24oauth
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptrace"
+	"strings"
+	"time"
+)
+
+// maxResponseBytes bounds a REST reply read into memory.
+const maxResponseBytes = 64 << 20
+
+// Call calls a REST v2 method: a JSON POST to <client_endpoint><method>, with the access token in
+// the body's auth field. params is anything that encodes to a JSON object (a map, a struct) or
+// nil.
+//
+// Before the call, the client waits for the portal's rate limiter and refreshes a token that
+// has expired or is about to. A 401 expired_token or invalid_token refreshes the token and retries
+// the call once; a 503 QUERY_LIMIT_EXCEEDED (the portal did not run the call) is retried with
+// backoff up to RestrictionParams.MaxRetries times, and a 429 OPERATION_TIME_LIMIT waits until the
+// method is unblocked. A request whose fate is unknown (the connection broke after it was sent)
+// is re-sent only for methods that only read (*.get, *.list, profile, ...).
+//
+// A REST error reply is an *APIError; a failed refresh is a *RefreshTokenError.
+func (b *B24OAuth) Call(ctx context.Context, method string, params any) (*Response, error) {
+	return b.call(ctx, APIVersionV2, method, params, isReadOnly(method))
+}
+
+// CallV3 calls a REST v3 method: a JSON POST to https://<domain>/rest/api/<method>. It behaves as
+// Call; v3 error replies ({"error":{"code","message","validation"}}) are *APIError too.
+func (b *B24OAuth) CallV3(ctx context.Context, method string, params any) (*Response, error) {
+	return b.call(ctx, APIVersionV3, method, params, isReadOnly(method))
+}
+
+func (b *B24OAuth) call(ctx context.Context, ver APIVersion, method string, params any, readOnly bool) (*Response, error) {
+	if err := checkMethod(method); err != nil {
+		return nil, err
+	}
+	payload, err := encodeParams(params)
+	if err != nil {
+		return nil, fmt.Errorf("b24oauth: %s: %w", method, err)
+	}
+	return b.send(ctx, ver, method, payload, readOnly)
+}
+
+// send runs one REST call with its refreshes and retries. payload is a JSON object without auth.
+func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payload []byte, readOnly bool) (*Response, error) {
+	start := time.Now()
+	rp := b.restriction.Load()
+	retries, refreshed := 0, false
+	for {
+		if err := b.failFastErr(); err != nil {
+			return nil, err
+		}
+		b.flushPending(ctx)
+		p := b.params()
+		if b.expiring(p, b.expiryMargin) {
+			var err error
+			if p, _, err = b.refreshAfter(ctx, p.AccessToken); err != nil {
+				return nil, err
+			}
+		}
+		if err := b.limiter.wait(ctx, method); err != nil {
+			return nil, err
+		}
+		resp, apiErr, wrote, err := b.post(ctx, ver, p, method, payload)
+		switch {
+		case err != nil:
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if (!wrote || readOnly) && retries < rp.MaxRetries {
+				retries++
+				if werr := sleep(ctx, backoff(retries, rp.RetryDelay)); werr != nil {
+					return nil, werr
+				}
+				continue
+			}
+			b.logCall(ctx, method, 0, start, retries, err)
+			if wrote && !readOnly {
+				return nil, fmt.Errorf("b24oauth: %s: the request may have been executed and is not re-sent: %w", method, err)
+			}
+			return nil, fmt.Errorf("b24oauth: %s: %w", method, err)
+		case apiErr == nil:
+			b.limiter.observe(method, resp.Time.Operating, resp.Time.OperatingResetAt)
+			b.logCall(ctx, method, resp.Status, start, retries, nil)
+			return resp, nil
+		case apiErr.Status == http.StatusUnauthorized && (apiErr.Code == "expired_token" || apiErr.Code == "invalid_token") && !refreshed:
+			refreshed = true
+			if _, _, err := b.refreshAfter(ctx, p.AccessToken); err != nil {
+				return nil, err
+			}
+			continue
+		case apiErr.Code == "QUERY_LIMIT_EXCEEDED" && retries < rp.MaxRetries:
+			b.limiter.queryLimitExceeded()
+			retries++
+			if err := sleep(ctx, backoff(retries, rp.RetryDelay)); err != nil {
+				return nil, err
+			}
+			continue
+		case apiErr.Code == "OPERATION_TIME_LIMIT" && retries < rp.MaxRetries:
+			b.limiter.operationTimeLimit(method, time.Time{})
+			retries++
+			continue
+		case readOnly && apiErr.Code == "" && apiErr.Status >= 500 && retries < rp.MaxRetries:
+			// A gateway error without a Bitrix24 reply: safe to retry only a read.
+			retries++
+			if err := sleep(ctx, backoff(retries, rp.RetryDelay)); err != nil {
+				return nil, err
+			}
+			continue
+		default:
+			b.logCall(ctx, method, apiErr.Status, start, retries, apiErr)
+			return nil, apiErr
+		}
+	}
+}
+
+// post sends one request. It returns the decoded reply or its error, whether the request was
+// written to the wire (so its fate is unknown on a transport error), and a transport error.
+func (b *B24OAuth) post(ctx context.Context, ver APIVersion, p *OAuthParams, method string, payload []byte) (*Response, *APIError, bool, error) {
+	var u string
+	if ver == APIVersionV3 {
+		u = strings.TrimSuffix(p.ClientEndpoint, "/rest/") + "/rest/api/" + method
+	} else {
+		u = p.ClientEndpoint + method
+	}
+	wrote := false
+	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { wrote = true }}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodPost, u, bytes.NewReader(withAuth(payload, p.AccessToken)))
+	if err != nil {
+		return nil, nil, false, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	resp, err := b.HTTPClient().Do(req)
+	if err != nil {
+		return nil, nil, wrote || !isDialError(err), err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		return nil, nil, true, err
+	}
+	r, apiErr := decodeReply(resp.StatusCode, body)
+	if apiErr != nil {
+		apiErr.Method, apiErr.Version = method, ver
+		return nil, apiErr, true, nil
+	}
+	return r, nil, true, nil
+}
+
+// isDialError reports a failure to connect at all, which leaves nothing sent.
+func isDialError(err error) bool {
+	var tlsErr *tls.CertificateVerificationError
+	if errors.As(err, &tlsErr) {
+		return true
+	}
+	return strings.Contains(err.Error(), "dial tcp") || strings.Contains(err.Error(), "connection refused") ||
+		strings.Contains(err.Error(), "no such host")
+}
+
+// envelope is a REST reply of either version.
+type envelope struct {
+	Result           json.RawMessage `json:"result"`
+	Next             flexInt         `json:"next"`
+	Total            flexInt         `json:"total"`
+	Time             ResponseTime    `json:"time"`
+	Error            json.RawMessage `json:"error"`
+	ErrorDescription string          `json:"error_description"`
+	Argument         string          `json:"argument"`
+}
+
+// decodeReply turns a reply into a Response, or an *APIError for an error reply (v2:
+// {"error":"CODE","error_description":"..."}; v3: {"error":{"code","message","validation"}}).
+func decodeReply(status int, body []byte) (*Response, *APIError) {
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		desc := "the portal's reply is not JSON"
+		if status >= 300 && status < 400 {
+			desc = "the portal answered with a redirect; its domain may have changed"
+		}
+		return nil, &APIError{Status: status, Description: desc}
+	}
+	if len(env.Error) > 0 && !bytes.Equal(env.Error, []byte("null")) {
+		e := &APIError{Status: status, Description: env.ErrorDescription, Argument: env.Argument}
+		if env.Error[0] == '{' {
+			var v3 struct {
+				Code       string            `json:"code"`
+				Message    string            `json:"message"`
+				Validation []ValidationError `json:"validation"`
+			}
+			if json.Unmarshal(env.Error, &v3) == nil {
+				e.Code, e.Validation = v3.Code, v3.Validation
+				if e.Description == "" {
+					e.Description = v3.Message
+				}
+			}
+		} else {
+			_ = json.Unmarshal(env.Error, &e.Code)
+		}
+		return nil, e
+	}
+	if status != http.StatusOK {
+		return nil, &APIError{Status: status, Description: "unexpected HTTP status without an error code"}
+	}
+	return &Response{Result: env.Result, Next: int(env.Next), Total: int(env.Total), Time: env.Time, Status: status}, nil
+}
+
+// encodeParams encodes params as a JSON object (nil for no params).
+func encodeParams(params any) ([]byte, error) {
+	if params == nil {
+		return nil, nil
+	}
+	var data []byte
+	switch v := params.(type) {
+	case json.RawMessage:
+		data = v
+	case []byte:
+		data = v
+	default:
+		var err error
+		if data, err = json.Marshal(params); err != nil {
+			return nil, fmt.Errorf("encoding params: %w", err)
+		}
+	}
+	data = bytes.TrimSpace(data)
+	if bytes.Equal(data, []byte("null")) {
+		return nil, nil
+	}
+	if len(data) < 2 || data[0] != '{' || !json.Valid(data) {
+		return nil, errors.New("params must encode to a JSON object")
+	}
+	return data, nil
+}
+
+// withAuth returns payload with "auth" added as its first key.
+func withAuth(payload []byte, token string) []byte {
+	buf := make([]byte, 0, len(payload)+len(token)+12)
+	buf = append(buf, `{"auth":`...)
+	buf = appendJSONString(buf, token)
+	if inner := bytes.TrimSpace(payload[min(1, len(payload)):]); len(inner) > 1 {
+		buf = append(buf, ',')
+		buf = append(buf, inner...)
+	} else {
+		buf = append(buf, '}')
+	}
+	return buf
+}
+
+func appendJSONString(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f {
+			q, _ := json.Marshal(s)
+			return append(buf, q...)
+		}
+	}
+	buf = append(buf, '"')
+	buf = append(buf, s...)
+	return append(buf, '"')
+}
+
+// checkMethod rejects method names that could change the URL's meaning.
+func checkMethod(method string) error {
+	if method == "" || len(method) > 256 {
+		return errors.New("b24oauth: invalid method name")
+	}
+	for i := 0; i < len(method); i++ {
+		c := method[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("b24oauth: invalid method name %q", method)
+		}
+	}
+	if strings.Contains(method, "..") {
+		return fmt.Errorf("b24oauth: invalid method name %q", method)
+	}
+	return nil
+}
+
+// readOnlyMethods are methods with no side effects whose names don't say so.
+var readOnlyMethods = map[string]bool{
+	"profile": true, "server.time": true, "app.info": true, "user.admin": true, "user.current": true,
+	"scope": true, "methods": true, "method.get": true, "user.access": true, "access.name": true,
+	"feature.get": true, "app.option.get": true, "user.option.get": true, "documentation": true,
+}
+
+// isReadOnly reports whether re-sending method is harmless: it only reads.
+func isReadOnly(method string) bool {
+	m := strings.ToLower(method)
+	if readOnlyMethods[m] {
+		return true
+	}
+	last := m[strings.LastIndexByte(m, '.')+1:]
+	switch last {
+	case "get", "list", "fields", "search", "current", "count", "getlist", "getfields", "tail":
+		return true
+	}
+	return false
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (b *B24OAuth) logCall(ctx context.Context, method string, status int, start time.Time, retries int, err error) {
+	log := b.Logger()
+	level := slog.LevelDebug
+	if !log.Enabled(ctx, level) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("method", method), slog.Int("status", status),
+		slog.Duration("duration", time.Since(start)), slog.Int("retries", retries),
+		slog.String("member_id", b.params().MemberID),
+	}
+	if err != nil {
+		attrs = append(attrs, slog.Any("error", err))
+	}
+	log.LogAttrs(ctx, level, "b24oauth: call", attrs...)
+}
