@@ -82,7 +82,9 @@ func (b *B24OAuth) InitIsAdmin(ctx context.Context) error {
 // refreshing it through the client (so it shares the client's single refresh). The tokens it
 // returns carry no refresh token: refreshing is the client's job, not oauth2's. Token takes no
 // context (an oauth2 limitation); TokenSourceContext binds one.
-func (b *B24OAuth) TokenSource() oauth2.TokenSource { return tokenSource{b: b, ctx: context.Background()} }
+func (b *B24OAuth) TokenSource() oauth2.TokenSource {
+	return tokenSource{b: b, ctx: context.Background()}
+}
 
 // TokenSourceContext is TokenSource whose refreshes use ctx (its cancellation stops waiting).
 func (b *B24OAuth) TokenSourceContext(ctx context.Context) oauth2.TokenSource {
