@@ -290,7 +290,9 @@ type Error struct {
 }
 
 // Error implements error.
-func (e *Error) Error() string { return fmt.Sprintf("%s: %s (HTTP %d)", e.Code, e.Description, e.status()) }
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s: %s (HTTP %d)", e.Code, e.Description, e.status())
+}
 
 func (e *Error) status() int {
 	if e.Status == 0 {
