@@ -10,3 +10,13 @@ import (
 func TestMemoryStore(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) b24oauth.TokenStore { return b24oauth.NewMemoryStore() })
 }
+
+func TestFileStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) b24oauth.TokenStore {
+		s, err := b24oauth.NewFileStore(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
