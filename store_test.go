@@ -157,6 +157,36 @@ func TestStoresLockWaitHonoursContext(t *testing.T) {
 	}
 }
 
+// fn must not change MemberID: both stores refuse to write such a record anywhere.
+func TestStoresUpdateRefusesMemberIDChange(t *testing.T) {
+	for name, s := range map[string]b24oauth.TokenStore{
+		"memory": b24oauth.NewMemoryStore(),
+		"file":   newFileStore(t, t.TempDir()),
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			want := testInstallation(testMember, 1)
+			if err := s.Save(ctx, want); err != nil {
+				t.Fatal(err)
+			}
+			err := s.Update(ctx, testMember, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+				cur.MemberID = "another-member"
+				cur.ExpiresIn = 2
+				return cur, nil
+			})
+			if err == nil || errors.Is(err, b24oauth.ErrNotInstalled) {
+				t.Errorf("Update whose fn changed MemberID = %v; want an error", err)
+			}
+			if got, err := s.Load(ctx, testMember); err != nil || got.ExpiresIn != 1 {
+				t.Errorf("Load = ExpiresIn %d, %v; want the record unchanged", got.ExpiresIn, err)
+			}
+			if _, err := s.Load(ctx, "another-member"); !errors.Is(err, b24oauth.ErrNotInstalled) {
+				t.Errorf("Load(another-member) = %v; want ErrNotInstalled", err)
+			}
+		})
+	}
+}
+
 func TestFileStorePermissions(t *testing.T) {
 	if runtime.GOOS == "windows" || runtime.GOOS == "plan9" || runtime.GOOS == "js" || runtime.GOOS == "wasip1" {
 		t.Skip("no Unix permission bits")
@@ -385,7 +415,7 @@ func TestFileStoreAtomicReplace(t *testing.T) {
 	if err := s.Save(ctx, records[0]); err != nil {
 		t.Fatal(err)
 	}
-	const saves = 100
+	const saves = 40
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -554,7 +584,7 @@ func TestFileStoreCrossProcessUpdate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs child processes")
 	}
-	const children, perGoroutine = 3, 20
+	const children, perGoroutine = 3, 12
 	dir := t.TempDir()
 	s := newFileStore(t, dir)
 	if err := s.Save(context.Background(), testInstallation(testMember, 0)); err != nil {
