@@ -22,8 +22,7 @@ import (
 // The record of member_id M is the file M.json. Its JSON form is that of Installation. Next to
 // it, on systems with flock(2), M.lock is the file that Save, Update and Delete lock; it holds
 // nothing. The directory is created with mode 0700 (see NewFileStore about an existing one)
-// and records are written with mode 0600,
-// since they hold refresh tokens.
+// and records are written with mode 0600, since they hold refresh tokens.
 //
 // Only member_ids of 1 to 128 ASCII letters, digits, '-' and '_' are accepted (a real one is 32
 // lowercase hex digits); every method returns an error for another one, before touching the
