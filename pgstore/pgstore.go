@@ -235,6 +235,10 @@ func (s *Store) Delete(ctx context.Context, memberID string) error {
 // unchanged. If there is no row, Update returns an error matching b24oauth.ErrNotInstalled
 // without calling fn. fn must not change MemberID (Update fails if it does) and must not use
 // the Store itself.
+//
+// ctx bounds the wait for the lock; once fn has returned, its result is written and committed
+// even if ctx has ended meanwhile (within a 10s bound of its own), because fn may have spent a
+// single-use refresh token that only its result records.
 func (s *Store) Update(ctx context.Context, memberID string, fn func(cur b24oauth.Installation) (b24oauth.Installation, error)) error {
 	var fnErr error
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
@@ -262,7 +266,11 @@ func (s *Store) Update(ctx context.Context, memberID string, fn func(cur b24oaut
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, s.updateSQL, args...)
+		// Written even if ctx ended while fn ran: fn may have spent a single-use refresh
+		// token, and dropping the pair it returns would lose the portal.
+		wctx, cancel := detached(ctx)
+		defer cancel()
+		_, err = tx.Exec(wctx, s.updateSQL, args...)
 		return err
 	})
 	if err == nil {
@@ -289,7 +297,7 @@ func (s *Store) inTx(ctx context.Context, f func(pgx.Tx) error) (err error) {
 		}
 		// The caller's context may be done already; the rollback must still reach the server
 		// for the connection to go back to the pool clean.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		rctx, cancel := detached(ctx)
 		defer cancel()
 		_ = tx.Rollback(rctx)
 	}()
@@ -307,7 +315,19 @@ func (s *Store) inTx(ctx context.Context, f func(pgx.Tx) error) (err error) {
 		}
 		return err
 	}
-	return tx.Commit(ctx)
+	// The work is done: finish it even if ctx ends now, rather than leave its fate unknown.
+	cctx, cancel := detached(ctx)
+	defer cancel()
+	return tx.Commit(cctx)
+}
+
+// detachedTimeout bounds the statements that must run even after the caller's context ended.
+const detachedTimeout = 10 * time.Second
+
+// detached returns a context that keeps ctx's values but not its cancellation, bounded by
+// detachedTimeout.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), detachedTimeout)
 }
 
 // lockTimeout leaves a margin before the context's deadline, so that PostgreSQL gives up the

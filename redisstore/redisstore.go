@@ -37,9 +37,6 @@ const (
 // written. Match it with errors.Is.
 var ErrLockLost = errors.New("redisstore: lock lost before the write; nothing was written")
 
-// releaseTimeout bounds the clean-up calls made after the caller's context may have ended.
-const releaseTimeout = 5 * time.Second
-
 // Store is a b24oauth.TokenStore kept in Redis. It is safe for concurrent use, and any number
 // of Stores with the same key prefix, in any number of processes, may share one Redis.
 type Store struct {
@@ -179,13 +176,18 @@ func (s *Store) Delete(ctx context.Context, memberID string) error {
 // unchanged. If there is no installation, Update returns an error matching
 // b24oauth.ErrNotInstalled without calling fn. fn must not change MemberID (Update fails if it
 // does).
+//
+// ctx bounds the wait for the lock; once fn has returned, its result is written even if ctx
+// has ended meanwhile (within a 10s bound of its own), because fn may have spent a single-use
+// refresh token that only its result records.
 func (s *Store) Update(ctx context.Context, memberID string, fn func(cur b24oauth.Installation) (b24oauth.Installation, error)) error {
 	token, err := s.acquire(ctx, memberID)
 	if err != nil {
 		return fmt.Errorf("redisstore: update %q: %w", memberID, err)
 	}
 	defer s.release(ctx, memberID, token)
-	stop := s.keepAlive(ctx, memberID, token)
+	// Renewals go on if ctx ends while fn runs: fn's result is still to be written.
+	stop := s.keepAlive(context.WithoutCancel(ctx), memberID, token)
 	defer stop()
 
 	vals, err := s.client.HMGet(ctx, s.InstallationKey(memberID), "data", "rev").Result()
@@ -212,10 +214,23 @@ func (s *Store) Update(ctx context.Context, memberID string, fn func(cur b24oaut
 	if err != nil {
 		return fmt.Errorf("redisstore: update %q: %w", memberID, err)
 	}
-	if err := s.write(ctx, memberID, token, true, rev, out); err != nil {
+	// Written even if ctx ended while fn ran: fn may have spent a single-use refresh token,
+	// and dropping the pair it returns would lose the portal.
+	wctx, cancel := detached(ctx)
+	defer cancel()
+	if err := s.write(wctx, memberID, token, true, rev, out); err != nil {
 		return fmt.Errorf("redisstore: update %q: %w", memberID, err)
 	}
 	return nil
+}
+
+// detachedTimeout bounds the calls that must run even after the caller's context ended.
+const detachedTimeout = 10 * time.Second
+
+// detached returns a context that keeps ctx's values but not its cancellation, bounded by
+// detachedTimeout.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), detachedTimeout)
 }
 
 // writeScript stores a record for the holder of the lock. KEYS: inst, lock. ARGV: token,
@@ -299,7 +314,7 @@ func (s *Store) acquire(ctx context.Context, memberID string) (string, error) {
 // release gives the lock back if it is still ours. It runs even when ctx has ended: a lock
 // left behind would block the member's other writers for a whole lease.
 func (s *Store) release(ctx context.Context, memberID, token string) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	rctx, cancel := detached(ctx)
 	defer cancel()
 	_ = releaseScript.Run(rctx, s.client, []string{s.LockKey(memberID)}, token).Err()
 }
