@@ -25,9 +25,11 @@ const (
 	// need not cover a token refresh.
 	DefaultLockLease = 30 * time.Second
 
-	// DefaultLockPollMin and DefaultLockPollMax bound the pause between two attempts to take a
-	// lock someone else holds.
+	// DefaultLockPollMin is the first pause between two attempts to take a lock someone else
+	// holds; each next pause doubles.
 	DefaultLockPollMin = 2 * time.Millisecond
+
+	// DefaultLockPollMax is the longest pause between two attempts to take a lock.
 	DefaultLockPollMax = 100 * time.Millisecond
 )
 
