@@ -40,8 +40,6 @@ func newFileStore(t testing.TB, dir string) *b24oauth.FileStore {
 	return s
 }
 
-// testMember is shaped like a real member_id: 32 lowercase hex digits.
-const testMember = "0123456789abcdef0123456789abcdef"
 
 func testInstallation(member string, n int64) b24oauth.Installation {
 	return b24oauth.Installation{
