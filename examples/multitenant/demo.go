@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/b24go/b24oauth"
+	"github.com/b24go/b24oauth/b24test"
+)
+
+// runDemo walks the whole mission over real HTTP: a fake Bitrix24 installs the app on a portal,
+// business code calls the portal, the token expires and is refreshed and persisted, the portal
+// uninstalls the app.
+func runDemo(ctx context.Context, out io.Writer) error {
+	fake := b24test.NewServer()
+	defer fake.Close()
+	dir, err := os.MkdirTemp("", "b24oauth-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	store, err := b24oauth.NewFileStore(dir)
+	if err != nil {
+		return err
+	}
+	app, err := b24oauth.NewApp(b24oauth.AppConfig{
+		ClientID:     fake.ClientID(),
+		ClientSecret: fake.ClientSecret(),
+		Store:        store,
+		HTTPClient:   fake.Client(),               // trusts the fake's TLS certificate
+		OAuthServers: []string{fake.OAuthOrigin()}, // the fake's OAuth server, instead of Bitrix24's
+		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	base, stop, err := listen(newMux(app))
+	if err != nil {
+		return err
+	}
+	defer stop()
+	step := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
+
+	portal := fake.AddPortal(b24test.PortalName("acme"))
+	step("1. Bitrix24 portal %s (member_id %s) installs the app: POST %s/install", portal.Domain(), portal.MemberID(), base)
+	if err := post(ctx, portal.InstallEvent(), base+"/install"); err != nil {
+		return err
+	}
+	inst, err := store.Load(ctx, portal.MemberID())
+	if err != nil {
+		return err
+	}
+	step("   stored in %s: %v", dir, inst.State)
+
+	profileURL := base + "/portal/" + portal.MemberID() + "/profile"
+	step("2. Business code calls the portal: GET %s", profileURL)
+	status, body, err := get(ctx, profileURL)
+	if err != nil {
+		return err
+	}
+	step("   %d %s", status, body)
+	if status != http.StatusOK {
+		return fmt.Errorf("profile: HTTP %d", status)
+	}
+
+	portal.ExpireAccessToken()
+	step("3. The access token expires; the next call refreshes it and writes the new pair to the store")
+	if status, body, err = get(ctx, profileURL); err != nil {
+		return err
+	}
+	step("   %d %s", status, body)
+	after, err := store.Load(ctx, portal.MemberID())
+	if err != nil {
+		return err
+	}
+	current := portal.Tokens()
+	step("   refreshes seen by Bitrix24: %d; stored pair is the current one: %v; old refresh token replaced: %v",
+		portal.Refreshes(), after.RefreshToken == current.RefreshToken && after.AccessToken == current.AccessToken,
+		after.RefreshToken != inst.RefreshToken)
+	if status != http.StatusOK || portal.Refreshes() != 1 || after.RefreshToken != current.RefreshToken {
+		return fmt.Errorf("the refresh was not persisted")
+	}
+
+	step("4. The portal uninstalls the app: POST %s/uninstall", base)
+	if err := post(ctx, portal.UninstallEvent(false), base+"/uninstall"); err != nil {
+		return err
+	}
+	if status, body, err = get(ctx, profileURL); err != nil {
+		return err
+	}
+	step("   GET %s -> %d %s", profileURL, status, body)
+	if status != http.StatusNotFound {
+		return fmt.Errorf("after uninstall: HTTP %d, want 404", status)
+	}
+	step("Done: install, call, refresh persisted, uninstall.")
+	return nil
+}
+
+func post(ctx context.Context, ev b24test.Event, url string) error {
+	resp, err := ev.Post(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("POST %s: HTTP %d: %s", url, resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	return nil
+}
+
+func get(ctx context.Context, url string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(body)), err
+}

@@ -1,0 +1,139 @@
+// Command multitenant is a Bitrix24 application backend serving many portals with b24oauth.
+//
+// It mounts the install and uninstall handlers and one business endpoint:
+//
+//	POST /install                    ONAPPINSTALL, ONAPPUPDATE, and the install page POST
+//	POST /uninstall                  ONAPPUNINSTALL
+//	GET  /portal/{memberID}/profile  calls the portal's REST method "profile"
+//
+// Configuration comes from the environment: PORT (default 3001), B24_CLIENT_ID and
+// B24_CLIENT_SECRET (the application's credentials), B24_STORE_DIR (the file store's directory,
+// default .b24oauth). It shuts down gracefully on SIGINT or SIGTERM.
+//
+// With -demo it runs the whole mission against the b24test fake Bitrix24 and exits:
+//
+//	go run ./examples/multitenant -demo
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/b24go/b24oauth"
+)
+
+func main() {
+	demo := flag.Bool("demo", false, "run against a built-in fake Bitrix24, print what happens, and exit")
+	flag.Parse()
+	var err error
+	if *demo {
+		err = runDemo(context.Background(), os.Stdout)
+	} else {
+		err = serve()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "multitenant:", err)
+		os.Exit(1)
+	}
+}
+
+// newMux mounts the application's routes.
+func newMux(app *b24oauth.App) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("POST /install", app.InstallHandler())
+	mux.Handle("POST /uninstall", app.UninstallHandler())
+	mux.HandleFunc("GET /portal/{memberID}/profile", func(w http.ResponseWriter, r *http.Request) {
+		profile(app, w, r)
+	})
+	return mux
+}
+
+// profile is business code: it gets the portal's client and calls the REST API.
+func profile(app *b24oauth.App, w http.ResponseWriter, r *http.Request) {
+	client, err := app.ClientForMember(r.Context(), r.PathValue("memberID"))
+	var refreshErr *b24oauth.RefreshTokenError
+	switch {
+	case errors.Is(err, b24oauth.ErrNotInstalled):
+		http.Error(w, "the application is not installed on this portal", http.StatusNotFound)
+		return
+	case errors.As(err, &refreshErr):
+		http.Error(w, "the portal must reinstall the application", http.StatusConflict)
+		return
+	case err != nil:
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	resp, err := client.Call(r.Context(), "profile", nil)
+	if err != nil {
+		slog.ErrorContext(r.Context(), "profile failed", "member_id", r.PathValue("memberID"), "error", err)
+		http.Error(w, "the portal call failed", http.StatusBadGateway)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(resp.Result)
+}
+
+func serve() error {
+	port := getenv("PORT", "3001")
+	store, err := b24oauth.NewFileStore(getenv("B24_STORE_DIR", ".b24oauth"))
+	if err != nil {
+		return err
+	}
+	app, err := b24oauth.NewApp(b24oauth.AppConfig{
+		ClientID:     os.Getenv("B24_CLIENT_ID"),
+		ClientSecret: os.Getenv("B24_CLIENT_SECRET"),
+		Store:        store,
+	})
+	if err != nil {
+		return fmt.Errorf("%w (set B24_CLIENT_ID and B24_CLIENT_SECRET)", err)
+	}
+	defer app.Close()
+	srv := &http.Server{
+		Addr:              ":" + port,
+		Handler:           newMux(app),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      90 * time.Second,
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	slog.Info("listening", "addr", srv.Addr, "store", store.Dir())
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	slog.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return srv.Shutdown(shutdownCtx)
+}
+
+func getenv(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// listen serves h on a loopback port and returns its base URL and a stop function.
+func listen(h http.Handler) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String(), func() { _ = srv.Close() }, nil
+}
