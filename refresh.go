@@ -21,6 +21,22 @@ type RefreshAuthEvent struct {
 	Params   OAuthParams
 }
 
+// String returns a representation with every token redacted.
+func (e RefreshAuthEvent) String() string {
+	return "b24oauth.RefreshAuthEvent{AuthData: " + e.AuthData.String() + ", Params: " + e.Params.String() + "}"
+}
+
+// GoString is String.
+func (e RefreshAuthEvent) GoString() string { return e.String() }
+
+// Format makes every fmt verb print the redacted form.
+func (e RefreshAuthEvent) Format(f fmt.State, verb rune) { formatRedacted(f, verb, e.String()) }
+
+// LogValue implements slog.LogValuer with every token redacted.
+func (e RefreshAuthEvent) LogValue() slog.Value {
+	return slog.GroupValue(slog.Any("auth_data", e.AuthData), slog.Any("params", e.Params))
+}
+
 // CallbackRefreshAuth is called after each successful refresh with the new pair, typically to
 // persist it. If it returns an error, the new pair stays in use (the old refresh token is spent,
 // so it is the only valid one) and is offered to the callback again on later calls until the

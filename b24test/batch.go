@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"regexp"
-	"strconv"
 	"sort"
+	"strconv"
 	"strings"
 )
 

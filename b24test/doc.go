@@ -52,6 +52,16 @@
 //     at uninstall), not APPLICATION_NOT_FOUND.
 //   - Classic CRM methods report errors with an empty code
 //     ({"error":"","error_description":"Not found"}, HTTP 400).
+//   - REST v3 crm.deal.list takes {"select":[...], "filter":[[field, op,
+//     value], ...], "order":{"id":"DESC"}, "pagination":{"limit":50,
+//     "page":1, "offset":0}} with camelCase fields; the pagination shape is
+//     the fake's own choice. Unknown v3 methods answer 404
+//     BITRIX_REST_V3_EXCEPTION_METHODNOTFOUNDEXCEPTION.
+//
+// Query strings, form bodies and batch sub-commands are parsed with PHP
+// parse_str semantics (a[b][c]=1, a[]=x), so a bracket key that contains
+// "=" (filter[>=ID]) must be percent-encoded inside a batch command, as
+// http_build_query does; EncodePHPQuery builds such strings.
 //
 // Time: WithClock replaces the clock for every expiry and limit decision;
 // Clock is a ready-made manual clock. Counters (Server.Refreshes,

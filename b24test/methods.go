@@ -26,19 +26,19 @@ var builtins map[string]builtin
 
 func init() {
 	builtins = map[string]builtin{
-		"profile":          {"", mProfile},
-		"app.info":         {"", mAppInfo},
-		"user.admin":       {"", func(c *callCtx, _ *phpArray) (any, *Error) { return c.p.admin, nil }},
-		"server.time":      {"", func(c *callCtx, _ *phpArray) (any, *Error) { return phpDate(c.now), nil }},
-		"scope":            {"", mScope},
-		"crm.deal.list":    {"crm", mDealList},
-		"crm.deal.get":     {"crm", mDealGet},
-		"crm.deal.add":     {"crm", mDealAdd},
-		"crm.deal.update":  {"crm", mDealUpdate},
-		"crm.deal.delete":  {"crm", mDealDelete},
-		"tasks.task.list":  {"task", mTaskList},
-		"tasks.task.get":   {"task", mTaskGet},
-		"tasks.task.add":   {"task", mTaskAdd},
+		"profile":         {"", mProfile},
+		"app.info":        {"", mAppInfo},
+		"user.admin":      {"", func(c *callCtx, _ *phpArray) (any, *Error) { return c.p.admin, nil }},
+		"server.time":     {"", func(c *callCtx, _ *phpArray) (any, *Error) { return phpDate(c.now), nil }},
+		"scope":           {"", mScope},
+		"crm.deal.list":   {"crm", mDealList},
+		"crm.deal.get":    {"crm", mDealGet},
+		"crm.deal.add":    {"crm", mDealAdd},
+		"crm.deal.update": {"crm", mDealUpdate},
+		"crm.deal.delete": {"crm", mDealDelete},
+		"tasks.task.list": {"task", mTaskList},
+		"tasks.task.get":  {"task", mTaskGet},
+		"tasks.task.add":  {"task", mTaskAdd},
 	}
 }
 

@@ -20,27 +20,27 @@ type Portal struct {
 	instHex  string // token chars 8..15
 
 	// Guarded by s.mu.
-	appToken    string
-	scope       string
-	status      string
-	language    string
-	version     string
-	installed   bool
-	admin       bool
-	current     Tokens
-	refreshes   int
-	total       int
-	requests    map[string]int
-	subcalls    map[string]int
-	rejections  int
-	opRejects   int
-	bucket      float64
-	bucketAt    time.Time
-	opUsage     map[string][]opEntry
-	deals       []deal
-	tasks       []task
-	nextDealID  int
-	nextTaskID  int
+	appToken   string
+	scope      string
+	status     string
+	language   string
+	version    string
+	installed  bool
+	admin      bool
+	current    Tokens
+	refreshes  int
+	total      int
+	requests   map[string]int
+	subcalls   map[string]int
+	rejections int
+	opRejects  int
+	bucket     float64
+	bucketAt   time.Time
+	opUsage    map[string][]opEntry
+	deals      []deal
+	tasks      []task
+	nextDealID int
+	nextTaskID int
 }
 
 // Tokens is a token pair issued by the fake.
@@ -113,19 +113,19 @@ func PortalAppVersion(v string) PortalOption {
 // fresh token pair (see Tokens).
 func (s *Server) AddPortal(opts ...PortalOption) *Portal {
 	p := &Portal{
-		s:           s,
-		domain:      "b24-" + randFrom("abcdefghijklmnopqrstuvwxyz0123456789", 6) + ".example.com",
-		instHex:     randHex(4),
-		appToken:    randHex(16),
-		scope:       DefaultScope,
-		status:      "L",
-		language:    "en",
-		version:     "1",
-		installed:   true,
-		admin:       true,
-		requests:    map[string]int{},
-		subcalls:    map[string]int{},
-		opUsage:     map[string][]opEntry{},
+		s:         s,
+		domain:    "b24-" + randFrom("abcdefghijklmnopqrstuvwxyz0123456789", 6) + ".example.com",
+		instHex:   randHex(4),
+		appToken:  randHex(16),
+		scope:     DefaultScope,
+		status:    "L",
+		language:  "en",
+		version:   "1",
+		installed: true,
+		admin:     true,
+		requests:  map[string]int{},
+		subcalls:  map[string]int{},
+		opUsage:   map[string][]opEntry{},
 	}
 	for _, o := range opts {
 		o(p)

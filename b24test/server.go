@@ -75,6 +75,8 @@ func WithApp(clientID, clientSecret string) Option {
 
 // WithClock sets the clock used by all expiry, rate-limit and operating-limit
 // logic and by the time blocks of responses. Default: time.Now. See Clock.
+// The function is called with the server's lock held: it must not call back
+// into the Server or its portals.
 func WithClock(now func() time.Time) Option {
 	return func(c *config) { c.clock = now }
 }
@@ -290,7 +292,9 @@ type Error struct {
 }
 
 // Error implements error.
-func (e *Error) Error() string { return fmt.Sprintf("%s: %s (HTTP %d)", e.Code, e.Description, e.status()) }
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s: %s (HTTP %d)", e.Code, e.Description, e.status())
+}
 
 func (e *Error) status() int {
 	if e.Status == 0 {
