@@ -139,3 +139,30 @@ func TestBatchE2EExpiredTokenRefreshed(t *testing.T) {
 		t.Error("the client does not hold the refreshed token")
 	}
 }
+
+// BenchmarkBatch50 runs one batch of 50 crm.deal.get commands per op.
+func BenchmarkBatch50(b *testing.B) {
+	s := newFake(b)
+	p := s.AddPortal()
+	p.SeedDeals(50)
+	c := newClient(b, s, p)
+	cmds := make([]b24oauth.BatchCommand, 50)
+	for i := range cmds {
+		cmds[i] = b24oauth.BatchCommand{Key: "d" + strconv.Itoa(i+1), Method: "crm.deal.get", Params: map[string]any{"id": i + 1}}
+	}
+	ctx := context.Background()
+	before := p.Requests("batch")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		resp, err := c.Batch(ctx, cmds)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := resp.Err(); err != nil || len(resp.Results) != 50 {
+			b.Fatalf("%d results, %v", len(resp.Results), err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(p.Requests("batch")-before)/float64(b.N), "requests/op")
+	b.ReportMetric(float64(50*b.N)/b.Elapsed().Seconds(), "commands/s")
+}

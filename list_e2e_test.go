@@ -127,3 +127,29 @@ func TestListE2EExpiredTokenMidway(t *testing.T) {
 		t.Errorf("refreshes %d, requests %d; want 1 and 4 (one rejected)", s.Refreshes(), p.Requests("crm.deal.list"))
 	}
 }
+
+// BenchmarkList10000 lists 10,000 deals of the fake portal per op (seeded once).
+func BenchmarkList10000(b *testing.B) {
+	s := newFake(b)
+	p := s.AddPortal()
+	p.SeedDeals(10000)
+	c := newClient(b, s, p)
+	ctx := context.Background()
+	before := p.Requests("crm.deal.list")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		n := 0
+		for _, err := range c.List(ctx, "crm.deal.list", map[string]any{"select": []string{"ID", "TITLE"}}) {
+			if err != nil {
+				b.Fatal(err)
+			}
+			n++
+		}
+		if n != 10000 {
+			b.Fatalf("%d rows, want 10000", n)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(p.Requests("crm.deal.list")-before)/float64(b.N), "requests/op")
+	b.ReportMetric(float64(10000*b.N)/b.Elapsed().Seconds(), "rows/s")
+}
