@@ -1,0 +1,111 @@
+package b24oauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// MemoryStore is a TokenStore that keeps installations in process memory. It is meant for
+// tests, demos and single-process tools: its records vanish with the process and are not
+// shared with other processes.
+//
+// A MemoryStore is safe for concurrent use. Update holds a lock of its own member_id only
+// (while fn runs too), so a slow fn, such as a token refresh, never delays the other portals.
+// Records are stored and returned by value: a caller cannot change what the store holds other
+// than through its methods. The zero value is not usable; call NewMemoryStore.
+type MemoryStore struct {
+	members memberLocks // serializes Save, Update and Delete of one member_id
+
+	mu   sync.RWMutex // guards data
+	data map[string]Installation
+}
+
+// NewMemoryStore returns an empty MemoryStore.
+func NewMemoryStore() *MemoryStore {
+	return &MemoryStore{data: make(map[string]Installation)}
+}
+
+// errEmptyMemberID is returned by the stores for a record without a member_id.
+var errEmptyMemberID = errors.New("b24oauth: installation has an empty member_id")
+
+// Load returns the installation of memberID, or ErrNotInstalled.
+func (s *MemoryStore) Load(ctx context.Context, memberID string) (Installation, error) {
+	if err := ctx.Err(); err != nil {
+		return Installation{}, err
+	}
+	s.mu.RLock()
+	inst, ok := s.data[memberID]
+	s.mu.RUnlock()
+	if !ok {
+		return Installation{}, ErrNotInstalled
+	}
+	return inst, nil
+}
+
+// Save inserts or replaces inst, keyed by inst.MemberID, which must not be empty. It waits for
+// an Update of the same member_id in progress to finish.
+func (s *MemoryStore) Save(ctx context.Context, inst Installation) error {
+	if inst.MemberID == "" {
+		return errEmptyMemberID
+	}
+	unlock, err := s.members.lock(ctx, inst.MemberID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	s.put(inst)
+	return nil
+}
+
+// Delete removes the installation of memberID; it returns nil when there is none. It waits
+// for an Update of the same member_id in progress to finish, so it is never undone by it.
+func (s *MemoryStore) Delete(ctx context.Context, memberID string) error {
+	unlock, err := s.members.lock(ctx, memberID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	s.mu.Lock()
+	delete(s.data, memberID)
+	s.mu.Unlock()
+	return nil
+}
+
+// Update calls fn with the installation of memberID and stores what fn returns, atomically:
+// no Save, Update or Delete of the same member_id runs in between. fn runs with that member's
+// lock held and must not call the store for the same member_id. If fn returns an error,
+// nothing is stored and Update returns that error. Update of an absent member_id returns
+// ErrNotInstalled without calling fn. fn must not change MemberID; if it does, nothing is
+// stored and Update returns an error.
+func (s *MemoryStore) Update(ctx context.Context, memberID string, fn func(cur Installation) (Installation, error)) error {
+	unlock, err := s.members.lock(ctx, memberID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	s.mu.RLock()
+	cur, ok := s.data[memberID]
+	s.mu.RUnlock()
+	if !ok {
+		return ErrNotInstalled
+	}
+	next, err := fn(cur)
+	if err != nil {
+		return err
+	}
+	if next.MemberID != memberID {
+		return fmt.Errorf("b24oauth: Update of member %q: fn changed MemberID to %q", memberID, next.MemberID)
+	}
+	// Stored even if ctx was cancelled while fn ran: fn may have spent a single-use refresh
+	// token, and dropping the pair it returns would lose the portal.
+	s.put(next)
+	return nil
+}
+
+func (s *MemoryStore) put(inst Installation) {
+	s.mu.Lock()
+	s.data[inst.MemberID] = inst
+	s.mu.Unlock()
+}
