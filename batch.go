@@ -239,7 +239,7 @@ func batchCommandString(c BatchCommand) (string, error) {
 	if len(params) == 0 {
 		return c.Method, nil
 	}
-	q, err := encodePHPQuery(queryValues(params))
+	q, err := encodePHPQuery(params)
 	if err != nil {
 		return "", err
 	}
@@ -262,27 +262,6 @@ func paramsMap(params any) (map[string]any, error) {
 		return nil, fmt.Errorf("decoding params: %w", err)
 	}
 	return m, nil
-}
-
-// queryValues turns decoded JSON into what a query string holds: numbers become their text, so
-// the query encoder only meets maps, lists, strings, bools and nil.
-func queryValues(v any) any {
-	switch t := v.(type) {
-	case map[string]any:
-		for k, e := range t {
-			t[k] = queryValues(e)
-		}
-		return t
-	case []any:
-		for i, e := range t {
-			t[i] = queryValues(e)
-		}
-		return t
-	case json.Number:
-		return t.String()
-	default:
-		return v
-	}
 }
 
 // batchReply is a batch's "result": each member a PHP array, so a JSON object, a list ([] when
