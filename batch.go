@@ -9,6 +9,7 @@ import (
 	"iter"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // MaxBatchCommands is the most commands one batch may hold: the portal refuses every command
@@ -144,7 +145,8 @@ func (r *BatchResponse) All() iter.Seq2[string, BatchResult] {
 // A failing command does not fail Batch: its *APIError is in the reply (see BatchResponse.Err).
 // Batch returns an error only when the request as a whole failed (transport, authorization,
 // limits), with Call's refresh and retry behaviour. A batch holding any command that writes is
-// never re-sent when its fate is unknown.
+// never re-sent when its fate is unknown. The batch counts as one request against the portal's
+// rate limit, and each command's reported time against its own method's operating limit.
 func (b *B24OAuth) Batch(ctx context.Context, cmds []BatchCommand, opts ...BatchOption) (*BatchResponse, error) {
 	var o batchOptions
 	for _, opt := range opts {
@@ -165,7 +167,26 @@ func (b *B24OAuth) Batch(ctx context.Context, cmds []BatchCommand, opts ...Batch
 		return nil, fmt.Errorf("b24oauth: batch: %w", err)
 	}
 	out.Time = resp.Time
+	b.observeBatch(out, cmds)
 	return out, nil
+}
+
+// observeBatch tells the limiter what the commands cost: the portal counts each command against
+// its method's operating limit, as if it were called alone.
+func (b *B24OAuth) observeBatch(resp *BatchResponse, cmds []BatchCommand) {
+	for i, k := range resp.Keys {
+		r, ok := resp.Results[k]
+		switch {
+		case !ok:
+		case r.Error != nil:
+			if r.Error.Code == "OPERATION_TIME_LIMIT" {
+				b.limiter.operationTimeLimit(cmds[i].Method, time.Time{})
+			}
+		case r.Time.OperatingResetAt != 0:
+			// Only a time block that has the operating figures says anything about them.
+			b.limiter.observe(cmds[i].Method, r.Time.Operating, r.Time.OperatingResetAt)
+		}
+	}
 }
 
 // encodeBatch validates cmds and builds the batch payload: {"cmd": ..., "halt": 0|1}, cmd being

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/b24go/b24oauth"
+	"github.com/b24go/b24oauth/b24test"
 )
 
 func TestBatchE2EReferencesAndErrors(t *testing.T) {
@@ -165,4 +167,36 @@ func BenchmarkBatch50(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(p.Requests("batch")-before)/float64(b.N), "requests/op")
 	b.ReportMetric(float64(50*b.N)/b.Elapsed().Seconds(), "commands/s")
+}
+
+// The commands of a batch count against their methods' operating limits: a batch that uses up
+// crm.deal.get's budget blocks later crm.deal.get calls in the client, before they are sent.
+func TestBatchE2EOperatingTimeObserved(t *testing.T) {
+	s := newFake(t, b24test.WithOperatingLimit(10*time.Minute, 480*time.Second))
+	s.SetMethodDuration("crm.deal.get", 20*time.Second)
+	p := s.AddPortal()
+	p.SeedDeals(1)
+	c := newClient(t, s, p)
+	cmds := make([]b24oauth.BatchCommand, 25) // 25 × 20 s = 500 s > 480 s
+	for i := range cmds {
+		cmds[i] = b24oauth.BatchCommand{Method: "crm.deal.get", Params: map[string]any{"id": 1}}
+	}
+	resp, err := c.Batch(context.Background(), cmds)
+	if err != nil || resp.Err() != nil {
+		t.Fatalf("Batch: %v, %v", err, resp.Err())
+	}
+	if r, _ := resp.Get("24"); r.Time.Operating != 500 {
+		t.Fatalf("last command's operating = %v, want 500", r.Time.Operating)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Call(ctx, "crm.deal.get", map[string]any{"id": 1}); err == nil {
+		t.Fatal("crm.deal.get was allowed although the batch used up its operating time")
+	}
+	if n := p.Requests("crm.deal.get"); n != 0 {
+		t.Errorf("%d crm.deal.get requests reached the portal, want 0", n)
+	}
+	if _, err := c.Call(ctx, "profile", nil); err != nil {
+		t.Errorf("another method is blocked too: %v", err)
+	}
 }
