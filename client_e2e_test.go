@@ -139,9 +139,9 @@ func TestRefreshStorm(t *testing.T) {
 	s := newFake(t)
 	p := s.AddPortal()
 	p.SeedDeals(1)
-	c := newClient(t, s, p)
+	c := newClient(t, s, p, unlimited())
 	p.ExpireAccessToken()
-	const n = 300
+	const n = 1000
 	var wg sync.WaitGroup
 	var failures atomic.Int32
 	start := make(chan struct{})

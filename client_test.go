@@ -60,9 +60,7 @@ func mockClient(t *testing.T) (*http.Client, *httpmock.MockTransport) {
 func newMocked(t *testing.T, p b24oauth.OAuthParams, opts ...b24oauth.Option) (*b24oauth.B24OAuth, *httpmock.MockTransport) {
 	t.Helper()
 	hc, mt := mockClient(t)
-	rp := b24oauth.DefaultRestrictionParams()
-	rp.RetryDelay = time.Millisecond
-	c, err := b24oauth.New(p, testSecretPair, append([]b24oauth.Option{b24oauth.WithHTTPClient(hc), b24oauth.WithRestrictionParams(rp)}, opts...)...)
+	c, err := b24oauth.New(p, testSecretPair, append([]b24oauth.Option{b24oauth.WithHTTPClient(hc), unlimited()}, opts...)...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

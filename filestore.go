@@ -21,8 +21,8 @@ import (
 //
 // The record of member_id M is the file M.json. Its JSON form is that of Installation. Next to
 // it, on systems with flock(2), M.lock is the file that Save, Update and Delete lock; it holds
-// nothing. The directory is created with mode 0700 and records are written with mode 0600,
-// since they hold refresh tokens.
+// nothing. The directory is created with mode 0700 (see NewFileStore about an existing one)
+// and records are written with mode 0600, since they hold refresh tokens.
 //
 // Only member_ids of 1 to 128 ASCII letters, digits, '-' and '_' are accepted (a real one is 32
 // lowercase hex digits); every method returns an error for another one, before touching the
@@ -136,20 +136,22 @@ func (s *FileStore) Delete(ctx context.Context, memberID string) error {
 	if err != nil {
 		return err
 	}
-	removed := false
-	defer func() { unlock(removed) }()
+	// Once the record is gone, its lock file goes too, removed while still locked (see
+	// lockFile), so that uninstalled portals leave nothing behind.
+	gone := false
+	defer func() { unlock(gone) }()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	err = os.Remove(s.recordPath(memberID))
 	if errors.Is(err, fs.ErrNotExist) {
-		removed = true
+		gone = true
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("b24oauth: file store: %w", err)
 	}
-	removed = true
+	gone = true
 	if err := syncDir(s.dir); err != nil {
 		return fmt.Errorf("b24oauth: file store: sync %s: %w", s.dir, err)
 	}

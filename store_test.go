@@ -1,7 +1,23 @@
 package b24oauth_test
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/b24go/b24oauth"
 	"github.com/b24go/b24oauth/storetest"
@@ -12,11 +28,594 @@ func TestMemoryStore(t *testing.T) {
 }
 
 func TestFileStore(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) b24oauth.TokenStore {
-		s, err := b24oauth.NewFileStore(t.TempDir())
+	storetest.Run(t, func(t *testing.T) b24oauth.TokenStore { return newFileStore(t, t.TempDir()) })
+}
+
+func newFileStore(t testing.TB, dir string) *b24oauth.FileStore {
+	t.Helper()
+	s, err := b24oauth.NewFileStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+
+func testInstallation(member string, n int64) b24oauth.Installation {
+	return b24oauth.Installation{
+		OAuthParams: b24oauth.OAuthParams{
+			MemberID:       member,
+			AccessToken:    "access-" + strconv.FormatInt(n, 10),
+			RefreshToken:   "refresh-" + strconv.FormatInt(n, 10),
+			ExpiresIn:      n,
+			Domain:         "example.bitrix24.com",
+			ClientEndpoint: "https://example.bitrix24.com/rest/",
+			ServerEndpoint: "https://oauth.bitrix.info/rest/",
+		},
+		State:     b24oauth.StateActive,
+		UpdatedAt: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
+	}
+}
+
+// dirNames lists the names in dir, sorted.
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// Both stores lock per member: an Update's fn may use the store for another member (a slow
+// refresh of one portal never holds up the others).
+func TestStoresLockPerMember(t *testing.T) {
+	for name, s := range map[string]b24oauth.TokenStore{
+		"memory": b24oauth.NewMemoryStore(),
+		"file":   newFileStore(t, t.TempDir()),
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			a, b := testInstallation("member-a", 1), testInstallation("member-b", 1)
+			for _, inst := range []b24oauth.Installation{a, b} {
+				if err := s.Save(ctx, inst); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// A deadline only so that a store holding one lock for all members fails instead
+			// of hanging; a correct one never comes near it.
+			inner, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			err := s.Update(ctx, a.MemberID, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+				if err := s.Update(inner, b.MemberID, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+					cur.ExpiresIn = 20
+					return cur, nil
+				}); err != nil {
+					return cur, fmt.Errorf("Update of member b inside fn of member a: %w", err)
+				}
+				cur.ExpiresIn = 10
+				return cur, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for id, want := range map[string]int64{a.MemberID: 10, b.MemberID: 20} {
+				got, err := s.Load(ctx, id)
+				if err != nil || got.ExpiresIn != want {
+					t.Errorf("Load(%s) = ExpiresIn %d, %v; want %d", id, got.ExpiresIn, err, want)
+				}
+			}
+		})
+	}
+}
+
+// A waiter for a member's lock gives up when its context is done.
+func TestStoresLockWaitHonoursContext(t *testing.T) {
+	for name, s := range map[string]b24oauth.TokenStore{
+		"memory": b24oauth.NewMemoryStore(),
+		"file":   newFileStore(t, t.TempDir()),
+	} {
+		t.Run(name, func(t *testing.T) {
+			bg := context.Background()
+			if err := s.Save(bg, testInstallation(testMember, 1)); err != nil {
+				t.Fatal(err)
+			}
+			// Inside fn the member is locked, so these must wait until their deadline.
+			err := s.Update(bg, testMember, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+				for op, call := range map[string]func(context.Context) error{
+					"Save":   func(ctx context.Context) error { return s.Save(ctx, testInstallation(testMember, 2)) },
+					"Delete": func(ctx context.Context) error { return s.Delete(ctx, testMember) },
+					"Update": func(ctx context.Context) error {
+						return s.Update(ctx, testMember, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+							return cur, errors.New("fn called while another Update held the member")
+						})
+					},
+				} {
+					ctx, cancel := context.WithTimeout(bg, 10*time.Millisecond)
+					err := call(ctx)
+					cancel()
+					if !errors.Is(err, context.DeadlineExceeded) {
+						t.Errorf("%s waiting for the member's lock = %v; want context.DeadlineExceeded", op, err)
+					}
+				}
+				cur.ExpiresIn = 3
+				return cur, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.Load(bg, testMember); err != nil || got.ExpiresIn != 3 {
+				t.Errorf("Load = ExpiresIn %d, %v; want 3", got.ExpiresIn, err)
+			}
+		})
+	}
+}
+
+// fn must not change MemberID: both stores refuse to write such a record anywhere.
+func TestStoresUpdateRefusesMemberIDChange(t *testing.T) {
+	for name, s := range map[string]b24oauth.TokenStore{
+		"memory": b24oauth.NewMemoryStore(),
+		"file":   newFileStore(t, t.TempDir()),
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			want := testInstallation(testMember, 1)
+			if err := s.Save(ctx, want); err != nil {
+				t.Fatal(err)
+			}
+			err := s.Update(ctx, testMember, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+				cur.MemberID = "another-member"
+				cur.ExpiresIn = 2
+				return cur, nil
+			})
+			if err == nil || errors.Is(err, b24oauth.ErrNotInstalled) {
+				t.Errorf("Update whose fn changed MemberID = %v; want an error", err)
+			}
+			if got, err := s.Load(ctx, testMember); err != nil || got.ExpiresIn != 1 {
+				t.Errorf("Load = ExpiresIn %d, %v; want the record unchanged", got.ExpiresIn, err)
+			}
+			if _, err := s.Load(ctx, "another-member"); !errors.Is(err, b24oauth.ErrNotInstalled) {
+				t.Errorf("Load(another-member) = %v; want ErrNotInstalled", err)
+			}
+		})
+	}
+}
+
+func TestFileStorePermissions(t *testing.T) {
+	if runtime.GOOS == "windows" || runtime.GOOS == "plan9" || runtime.GOOS == "js" || runtime.GOOS == "wasip1" {
+		t.Skip("no Unix permission bits")
+	}
+	ctx := context.Background()
+	parent := t.TempDir()
+
+	dir := filepath.Join(parent, "a", "store")
+	s := newFileStore(t, dir)
+	if s.Dir() != dir {
+		t.Errorf("Dir() = %q; want %q", s.Dir(), dir)
+	}
+	if err := s.Save(ctx, testInstallation(testMember, 1)); err != nil {
+		t.Fatal(err)
+	}
+	checkMode(t, dir, 0o700)
+	checkMode(t, filepath.Join(dir, testMember+".json"), 0o600)
+	if err := s.Update(ctx, testMember, func(cur b24oauth.Installation) (b24oauth.Installation, error) { return cur, nil }); err != nil {
+		t.Fatal(err)
+	}
+	checkMode(t, filepath.Join(dir, testMember+".json"), 0o600)
+	for _, name := range dirNames(t, dir) {
+		checkMode(t, filepath.Join(dir, name), 0o600)
+	}
+
+	// An empty directory of ours is tightened.
+	empty := filepath.Join(parent, "empty")
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	newFileStore(t, empty)
+	checkMode(t, empty, 0o700)
+
+	// One in use is left alone, and refused.
+	used := filepath.Join(parent, "used")
+	if err := os.Mkdir(used, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(used, "other.txt"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(used, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b24oauth.NewFileStore(used); err == nil || !strings.Contains(err.Error(), used) {
+		t.Errorf("NewFileStore of a non-empty directory with mode 0750 = %v; want an error naming it", err)
+	}
+	checkMode(t, used, 0o750)
+
+	// A file is not a directory.
+	file := filepath.Join(parent, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b24oauth.NewFileStore(file); err == nil {
+		t.Errorf("NewFileStore of a regular file succeeded")
+	}
+	if _, err := b24oauth.NewFileStore(""); err == nil {
+		t.Errorf("NewFileStore(\"\") succeeded")
+	}
+}
+
+func checkMode(t *testing.T, path string, want fs.FileMode) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != want {
+		t.Errorf("mode of %s = %#o; want %#o", path, got, want)
+	}
+}
+
+func TestFileStoreRejectsUnsafeMemberIDs(t *testing.T) {
+	ctx := context.Background()
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "store")
+	s := newFileStore(t, dir)
+	for _, id := range []string{
+		"", ".", "..", "../x", "a/b", "/abs", `a\b`, "x.json", ".hidden", "a b", "a\x00b", "é",
+		strings.Repeat("a", 129),
+	} {
+		checkRejected := func(op string, err error) {
+			t.Helper()
+			if err == nil || errors.Is(err, b24oauth.ErrNotInstalled) {
+				t.Errorf("%s(%q) = %v; want an invalid member_id error", op, id, err)
+			} else if !strings.Contains(err.Error(), "invalid member_id") {
+				t.Errorf("%s(%q) = %v; want the error to say the member_id is invalid", op, id, err)
+			}
+		}
+		_, err := s.Load(ctx, id)
+		checkRejected("Load", err)
+		checkRejected("Save", s.Save(ctx, testInstallation(id, 1)))
+		checkRejected("Delete", s.Delete(ctx, id))
+		called := false
+		checkRejected("Update", s.Update(ctx, id, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+			called = true
+			return cur, nil
+		}))
+		if called {
+			t.Errorf("Update(%q) called fn", id)
+		}
+	}
+	if names := dirNames(t, dir); len(names) != 0 {
+		t.Errorf("store directory holds %q after rejected operations; want nothing", names)
+	}
+	if names := dirNames(t, parent); !slices.Equal(names, []string{"store"}) {
+		t.Errorf("parent directory holds %q; want only the store", names)
+	}
+
+	// The longest and the oddest valid ones work.
+	for _, id := range []string{strings.Repeat("z", 128), "A-b_9", "-", "_"} {
+		if err := s.Save(ctx, testInstallation(id, 1)); err != nil {
+			t.Errorf("Save(%q): %v", id, err)
+		}
+		if _, err := s.Load(ctx, id); err != nil {
+			t.Errorf("Load(%q): %v", id, err)
+		}
+	}
+}
+
+func TestFileStoreCorruptRecord(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := newFileStore(t, dir)
+	other, _ := json.Marshal(testInstallation("someone-else", 1))
+	for name, content := range map[string][]byte{
+		"empty":          nil,
+		"not JSON":       []byte("{\"member_id\": \"" + testMember + "\", \"access_tok"),
+		"wrong type":     []byte(`{"member_id": 42}`),
+		"another member": other,
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(dir, testMember+".json")
+			if err := os.WriteFile(path, content, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			check := func(op string, err error) {
+				t.Helper()
+				if err == nil || errors.Is(err, b24oauth.ErrNotInstalled) || !strings.Contains(err.Error(), path) {
+					t.Errorf("%s of a corrupt record = %v; want an error naming %s, not ErrNotInstalled", op, err, path)
+				}
+			}
+			_, err := s.Load(ctx, testMember)
+			check("Load", err)
+			called := false
+			check("Update", s.Update(ctx, testMember, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+				called = true
+				return cur, nil
+			}))
+			if called {
+				t.Errorf("Update of a corrupt record called fn")
+			}
+			if got, err := os.ReadFile(path); err != nil || string(got) != string(content) {
+				t.Errorf("corrupt record changed to %q, %v", got, err)
+			}
+			// Save repairs it.
+			want := testInstallation(testMember, 2)
+			if err := s.Save(ctx, want); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.Load(ctx, testMember); err != nil || got.AccessToken != want.AccessToken {
+				t.Errorf("Load after Save over a corrupt record = %v, %v", got.AccessToken, err)
+			}
+		})
+	}
+}
+
+// A crash between writing a temporary file and renaming it leaves the temporary file behind:
+// it is never taken for a record.
+func TestFileStoreIgnoresLeftoverTempFiles(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := newFileStore(t, dir)
+	whole, _ := json.Marshal(testInstallation(testMember, 7))
+	leftovers := map[string][]byte{
+		"." + testMember + ".tmp-123456": whole,
+		"." + testMember + ".tmp-999":    whole[:len(whole)/2],
+	}
+	for name, data := range leftovers {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Load(ctx, testMember); !errors.Is(err, b24oauth.ErrNotInstalled) {
+		t.Errorf("Load with only temporary files = %v; want ErrNotInstalled", err)
+	}
+	called := false
+	err := s.Update(ctx, testMember, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+		called = true
+		return cur, nil
+	})
+	if !errors.Is(err, b24oauth.ErrNotInstalled) || called {
+		t.Errorf("Update with only temporary files = %v (fn called: %v); want ErrNotInstalled", err, called)
+	}
+	for id, err := range s.List(ctx) {
+		t.Errorf("List yielded %q, %v; want nothing", id, err)
+	}
+	want := testInstallation(testMember, 1)
+	if err := s.Save(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Load(ctx, testMember); err != nil || got.ExpiresIn != 1 {
+		t.Errorf("Load after Save = ExpiresIn %d, %v; want 1", got.ExpiresIn, err)
+	}
+	for name, data := range leftovers {
+		if got, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(got) != string(data) {
+			t.Errorf("leftover %s changed: %q, %v", name, got, err)
+		}
+	}
+}
+
+// While records are replaced, a reader of the file sees the old or the new JSON, whole; and
+// no temporary file stays behind.
+func TestFileStoreAtomicReplace(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := newFileStore(t, dir)
+	path := filepath.Join(dir, testMember+".json")
+	records := []b24oauth.Installation{testInstallation(testMember, 1), testInstallation(testMember, 2)}
+	// Records of different sizes, so a mix of the two would show.
+	records[1].Scope = strings.Repeat("crm,", 500)
+	if err := s.Save(ctx, records[0]); err != nil {
+		t.Fatal(err)
+	}
+	const saves = 40
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range saves {
+			if err := s.Save(ctx, records[(i+1)%2]); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	reads := 0
+	for stop := false; !stop; reads++ {
+		select {
+		case <-done:
+			stop = true // one last read after the final Save
+		default:
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("read %d: %v", reads, err)
+		}
+		var got b24oauth.Installation
+		if err := json.Unmarshal(data, &got); err != nil {
+			t.Fatalf("read %d: torn record: %v", reads, err)
+		}
+		if !cmp.Equal(got, records[0]) && !cmp.Equal(got, records[1]) {
+			t.Fatalf("read %d: a record that was never saved: %+v", reads, got)
+		}
+	}
+	if names := dirNames(t, dir); slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, ".") }) {
+		t.Errorf("directory holds %q after the saves; want no temporary file", names)
+	}
+}
+
+func TestFileStoreReopen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	want := testInstallation(testMember, 5)
+	want.InstalledAt = time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.FixedZone("MSK", 3*3600))
+	if err := newFileStore(t, dir).Save(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	got, err := newFileStore(t, dir).Load(ctx, testMember)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Load from a reopened store: mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestFileStoreListAndDelete(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := newFileStore(t, dir)
+	ids := []string{"aaa", "bbb", "ccc", testMember}
+	for _, id := range ids {
+		if err := s.Save(ctx, testInstallation(id, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Update(ctx, "bbb", func(cur b24oauth.Installation) (b24oauth.Installation, error) { return cur, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".ddd.tmp-1"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "notes.txt"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"bbb", "ccc"} {
+		if err := s.Delete(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var listed []string
+	for id, err := range s.List(ctx) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return s
-	})
+		listed = append(listed, id)
+	}
+	slices.Sort(listed)
+	if want := []string{testMember, "aaa"}; !slices.Equal(listed, want) {
+		t.Errorf("List = %q; want %q", listed, want)
+	}
+	// Delete leaves neither the record nor its lock file.
+	for _, name := range dirNames(t, dir) {
+		if strings.HasPrefix(name, "bbb") || strings.HasPrefix(name, "ccc") {
+			t.Errorf("%s left behind by Delete", name)
+		}
+	}
+	for _, id := range []string{"bbb", "ccc"} {
+		if _, err := s.Load(ctx, id); !errors.Is(err, b24oauth.ErrNotInstalled) {
+			t.Errorf("Load(%s) after Delete = %v; want ErrNotInstalled", id, err)
+		}
+	}
+
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	n := 0
+	for id, err := range s.List(cancelled) {
+		n++
+		if id != "" || !errors.Is(err, context.Canceled) {
+			t.Errorf("List with a cancelled context yielded %q, %v; want context.Canceled", id, err)
+		}
+	}
+	if n != 1 {
+		t.Errorf("List with a cancelled context yielded %d times; want once", n)
+	}
+	// Stopping early is fine.
+	for range s.List(ctx) {
+		break
+	}
+}
+
+// The environment variables of TestHelperProcess.
+const (
+	helperEnvDir     = "B24OAUTH_TEST_FILESTORE_DIR"
+	helperEnvUpdates = "B24OAUTH_TEST_FILESTORE_UPDATES"
+)
+
+// TestHelperProcess is not a test: TestFileStoreCrossProcessUpdate runs the test binary again
+// to execute it in child processes.
+func TestHelperProcess(t *testing.T) {
+	dir := os.Getenv(helperEnvDir)
+	if dir == "" {
+		t.Skip("helper process for TestFileStoreCrossProcessUpdate")
+	}
+	n, err := strconv.Atoi(os.Getenv(helperEnvUpdates))
+	if err != nil {
+		t.Fatal(err)
+	}
+	incrementConcurrently(t, newFileStore(t, dir), n)
+}
+
+// incrementConcurrently increments testMember's ExpiresIn n times from each of two goroutines.
+func incrementConcurrently(t *testing.T, s b24oauth.TokenStore, n int) {
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range n {
+				err := s.Update(context.Background(), testMember, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+					cur.ExpiresIn++
+					return cur, nil
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// Processes sharing a directory never lose an Update.
+func TestFileStoreCrossProcessUpdate(t *testing.T) {
+	switch runtime.GOOS {
+	case "darwin", "dragonfly", "freebsd", "illumos", "linux", "netbsd", "openbsd":
+	default:
+		t.Skip("FileStore locks across processes only where flock(2) is available")
+	}
+	if testing.Short() {
+		t.Skip("runs child processes")
+	}
+	const children, perGoroutine = 3, 12
+	dir := t.TempDir()
+	s := newFileStore(t, dir)
+	if err := s.Save(context.Background(), testInstallation(testMember, 0)); err != nil {
+		t.Fatal(err)
+	}
+	cmds := make([]*exec.Cmd, children)
+	for i := range cmds {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
+		cmd.Env = append(os.Environ(), helperEnvDir+"="+dir, helperEnvUpdates+"="+strconv.Itoa(perGoroutine))
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds[i] = cmd
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("child %d output:\n%s", i, out.String())
+			}
+		})
+	}
+	// This process takes part too.
+	incrementConcurrently(t, s, perGoroutine)
+	for i, cmd := range cmds {
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("child %d: %v", i, err)
+		}
+	}
+	got, err := s.Load(context.Background(), testMember)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64((children + 1) * 2 * perGoroutine); got.ExpiresIn != want {
+		t.Errorf("counter after %d increments from %d processes = %d; lost updates", want, children+1, got.ExpiresIn)
+	}
 }

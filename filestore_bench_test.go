@@ -1,0 +1,108 @@
+package b24oauth_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/b24go/b24oauth"
+)
+
+// benchMember returns the n-th member_id of a benchmark, shaped like a real one.
+func benchMember(n int) string { return fmt.Sprintf("%032x", n) }
+
+// populatedFileStore returns a FileStore holding n records, written directly (without the
+// store's fsyncs) so that a large directory takes seconds, not minutes, to set up.
+func populatedFileStore(b *testing.B, n int) *b24oauth.FileStore {
+	b.Helper()
+	dir := b.TempDir()
+	s := newFileStore(b, dir)
+	for i := range n {
+		inst := testInstallation(benchMember(i), int64(i))
+		data, err := json.Marshal(inst)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, inst.MemberID+".json"), data, 0o600); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return s
+}
+
+// BenchmarkFileStore measures a Save of a new portal (an install event) and an Update of an
+// existing one, in directories of 100 and 100,000 portals: their cost must not depend on it.
+func BenchmarkFileStore(b *testing.B) {
+	ctx := context.Background()
+	for _, portals := range []int{100, 100_000} {
+		s := populatedFileStore(b, portals)
+		next := portals
+		b.Run(fmt.Sprintf("Save/portals=%d", portals), func(b *testing.B) {
+			for range b.N {
+				if err := s.Save(ctx, testInstallation(benchMember(next), 1)); err != nil {
+					b.Fatal(err)
+				}
+				next++
+			}
+		})
+		member := benchMember(portals / 2)
+		b.Run(fmt.Sprintf("Update/portals=%d", portals), func(b *testing.B) {
+			for range b.N {
+				err := s.Update(ctx, member, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+					cur.ExpiresIn++
+					return cur, nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkMemoryStore(b *testing.B) {
+	ctx := context.Background()
+	s := b24oauth.NewMemoryStore()
+	for i := range 1000 {
+		if err := s.Save(ctx, testInstallation(benchMember(i), 1)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	member := benchMember(500)
+	b.Run("Load", func(b *testing.B) {
+		for range b.N {
+			if _, err := s.Load(ctx, member); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Update", func(b *testing.B) {
+		for range b.N {
+			err := s.Update(ctx, member, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+				cur.ExpiresIn++
+				return cur, nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("UpdateParallel", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				i++
+				err := s.Update(ctx, benchMember(i%1000), func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+					cur.ExpiresIn++
+					return cur, nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+}

@@ -1,0 +1,358 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/b24go/b24oauth"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// DefaultTable is the table New uses unless WithTable names another.
+const DefaultTable = "b24oauth_installations"
+
+// Store is a b24oauth.TokenStore kept in a PostgreSQL table. It is safe for concurrent use, and
+// any number of Stores, in any number of processes, may share one table.
+type Store struct {
+	pool  *pgxpool.Pool
+	table string // quoted, ready to splice into SQL
+
+	loadSQL, lockSQL, saveSQL, updateSQL, deleteSQL string
+}
+
+var _ b24oauth.TokenStore = (*Store)(nil)
+
+// Option configures New.
+type Option func(*config) error
+
+type config struct {
+	table   []string
+	migrate bool
+}
+
+// WithTable makes the Store use the named table instead of DefaultTable. name is an SQL
+// identifier, optionally schema-qualified ("tokens", "auth.tokens"): each part starts with a
+// letter or an underscore, goes on with letters, digits, underscores or dollar signs, and is at
+// most 63 bytes long. It is quoted as given, so letter case is kept. Any other name makes New
+// fail.
+func WithTable(name string) Option {
+	return func(c *config) error {
+		parts, err := parseTable(name)
+		if err != nil {
+			return err
+		}
+		c.table = parts
+		return nil
+	}
+}
+
+// WithoutMigrate stops New from creating the table. The table must then exist, created with
+// the statement Schema returns (or an equivalent one); New checks that it does and that it has
+// the expected columns, and fails with an explanatory error if not.
+func WithoutMigrate() Option {
+	return func(c *config) error {
+		c.migrate = false
+		return nil
+	}
+}
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]*$`)
+
+func parseTable(name string) ([]string, error) {
+	parts := strings.Split(name, ".")
+	if len(parts) > 2 {
+		return nil, fmt.Errorf("pgstore: invalid table name %q: at most one schema qualifier is allowed", name)
+	}
+	for _, p := range parts {
+		if len(p) > 63 || !identRE.MatchString(p) {
+			return nil, fmt.Errorf("pgstore: invalid table name %q: each part must match %s and be at most 63 bytes", name, identRE)
+		}
+	}
+	return parts, nil
+}
+
+// Schema returns the CREATE TABLE IF NOT EXISTS statement of a table for the Store, for users
+// who run their own migrations (together with WithoutMigrate). table is a name as WithTable
+// accepts it ("" means DefaultTable); it is quoted in the statement, so it keeps its letter
+// case.
+func Schema(table string) string {
+	if table == "" {
+		table = DefaultTable
+	}
+	return schemaSQL(pgx.Identifier(strings.Split(table, ".")).Sanitize())
+}
+
+func schemaSQL(quoted string) string {
+	return `CREATE TABLE IF NOT EXISTS ` + quoted + ` (
+	member_id  text        PRIMARY KEY,
+	domain     text        NOT NULL,
+	state      text        NOT NULL,
+	expires    bigint      NOT NULL,
+	updated_at timestamptz,
+	data       jsonb       NOT NULL
+)`
+}
+
+// New returns a Store that keeps installations in pool's database. Unless WithoutMigrate is
+// given, it first creates the table if it does not exist; this is safe when several processes
+// start at once. New checks that the table is usable and fails otherwise. The pool stays the
+// caller's: New does not close it, and neither does the Store.
+func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, error) {
+	if pool == nil {
+		return nil, errors.New("pgstore: nil pool")
+	}
+	c := config{table: []string{DefaultTable}, migrate: true}
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(&c); err != nil {
+			return nil, err
+		}
+	}
+	t := pgx.Identifier(c.table).Sanitize()
+	s := &Store{
+		pool:      pool,
+		table:     t,
+		loadSQL:   `SELECT data FROM ` + t + ` WHERE member_id = $1`,
+		lockSQL:   `SELECT data FROM ` + t + ` WHERE member_id = $1 FOR UPDATE`,
+		deleteSQL: `DELETE FROM ` + t + ` WHERE member_id = $1`,
+		saveSQL: `INSERT INTO ` + t + ` (member_id, domain, state, expires, updated_at, data)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (member_id) DO UPDATE SET domain = EXCLUDED.domain, state = EXCLUDED.state,
+	expires = EXCLUDED.expires, updated_at = EXCLUDED.updated_at, data = EXCLUDED.data`,
+		updateSQL: `UPDATE ` + t + ` SET domain = $2, state = $3, expires = $4, updated_at = $5, data = $6
+WHERE member_id = $1`,
+	}
+	if c.migrate {
+		if err := s.migrate(ctx, strings.Join(c.table, ".")); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.check(ctx, c.migrate); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// migrate creates the table. Concurrent CREATE TABLE IF NOT EXISTS of one name can fail with a
+// unique violation in the catalog, so replicas starting together take turns on an advisory
+// lock keyed by the table's name.
+func (s *Store) migrate(ctx context.Context, name string) error {
+	h := fnv.New64a()
+	h.Write([]byte("b24oauth/pgstore:" + name))
+	key := int64(h.Sum64())
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, key); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, schemaSQL(s.table))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("pgstore: create table %s: %w", s.table, err)
+	}
+	return nil
+}
+
+// check fails unless the table exists with the columns the Store uses.
+func (s *Store) check(ctx context.Context, migrated bool) error {
+	rows, err := s.pool.Query(ctx, `SELECT member_id, domain, state, expires, updated_at, data FROM `+s.table+` WHERE false`)
+	if err == nil {
+		rows.Close()
+		err = rows.Err()
+	}
+	if err == nil {
+		return nil
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "42P01": // undefined_table
+			if !migrated {
+				return fmt.Errorf("pgstore: table %s does not exist; create it with the statement pgstore.Schema returns, or drop WithoutMigrate: %w", s.table, err)
+			}
+		case "42703": // undefined_column
+			return fmt.Errorf("pgstore: table %s does not have the columns of pgstore.Schema: %w", s.table, err)
+		}
+	}
+	return fmt.Errorf("pgstore: check table %s: %w", s.table, err)
+}
+
+// Load returns the installation of memberID, or an error matching b24oauth.ErrNotInstalled
+// when there is none.
+func (s *Store) Load(ctx context.Context, memberID string) (b24oauth.Installation, error) {
+	var data []byte
+	err := s.pool.QueryRow(ctx, s.loadSQL, memberID).Scan(&data)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return b24oauth.Installation{}, fmt.Errorf("pgstore: load %q: %w", memberID, b24oauth.ErrNotInstalled)
+	}
+	if err != nil {
+		return b24oauth.Installation{}, fmt.Errorf("pgstore: load %q: %w", memberID, err)
+	}
+	return decode(memberID, data)
+}
+
+// Save inserts inst, or replaces the stored installation of inst.MemberID. It waits for an
+// Update of the same member_id in progress to finish.
+func (s *Store) Save(ctx context.Context, inst b24oauth.Installation) error {
+	if inst.MemberID == "" {
+		return errors.New("pgstore: save: empty member_id")
+	}
+	args, err := rowArgs(inst)
+	if err != nil {
+		return fmt.Errorf("pgstore: save %q: %w", inst.MemberID, err)
+	}
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, s.saveSQL, args...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("pgstore: save %q: %w", inst.MemberID, err)
+	}
+	return nil
+}
+
+// Delete removes the installation of memberID. It returns nil when there is none.
+func (s *Store) Delete(ctx context.Context, memberID string) error {
+	if _, err := s.pool.Exec(ctx, s.deleteSQL, memberID); err != nil {
+		return fmt.Errorf("pgstore: delete %q: %w", memberID, err)
+	}
+	return nil
+}
+
+// Update locks the row of memberID, calls fn with the stored installation and writes what fn
+// returns, in one transaction. If fn fails, nothing is written and its error is returned
+// unchanged. If there is no row, Update returns an error matching b24oauth.ErrNotInstalled
+// without calling fn. fn must not change MemberID (Update fails if it does) and must not use
+// the Store itself.
+//
+// ctx bounds the wait for the lock; once fn has returned, its result is written and committed
+// even if ctx has ended meanwhile (within a 10s bound of its own), because fn may have spent a
+// single-use refresh token that only its result records.
+func (s *Store) Update(ctx context.Context, memberID string, fn func(cur b24oauth.Installation) (b24oauth.Installation, error)) error {
+	var fnErr error
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var data []byte
+		err := tx.QueryRow(ctx, s.lockSQL, memberID).Scan(&data)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return b24oauth.ErrNotInstalled
+		}
+		if err != nil {
+			return err
+		}
+		cur, err := decode(memberID, data)
+		if err != nil {
+			return err
+		}
+		next, err := fn(cur)
+		if err != nil {
+			fnErr = err
+			return err
+		}
+		if next.MemberID != memberID {
+			return fmt.Errorf("fn changed MemberID to %q", next.MemberID)
+		}
+		args, err := rowArgs(next)
+		if err != nil {
+			return err
+		}
+		// Written even if ctx ended while fn ran: fn may have spent a single-use refresh
+		// token, and dropping the pair it returns would lose the portal.
+		wctx, cancel := detached(ctx)
+		defer cancel()
+		_, err = tx.Exec(wctx, s.updateSQL, args...)
+		return err
+	})
+	if err == nil {
+		return nil
+	}
+	if fnErr != nil {
+		return fnErr
+	}
+	return fmt.Errorf("pgstore: update %q: %w", memberID, err)
+}
+
+// inTx runs f in a transaction. When ctx has a deadline, the transaction's lock_timeout ends
+// any row-lock wait a little before it: PostgreSQL then reports the timeout, the transaction
+// is rolled back and the connection stays usable, where a context expiring in the middle of a
+// query would make pgx close the connection.
+func (s *Store) inTx(ctx context.Context, f func(pgx.Tx) error) (err error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		// The caller's context may be done already; the rollback must still reach the server
+		// for the connection to go back to the pool clean.
+		rctx, cancel := detached(ctx)
+		defer cancel()
+		_ = tx.Rollback(rctx)
+	}()
+	deadline, hasDeadline := ctx.Deadline()
+	if hasDeadline {
+		lt := lockTimeout(time.Until(deadline))
+		if _, err = tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true)`, strconv.FormatInt(lt.Milliseconds(), 10)); err != nil {
+			return err
+		}
+	}
+	if err = f(tx); err != nil {
+		var pgErr *pgconn.PgError
+		if hasDeadline && errors.As(err, &pgErr) && pgErr.Code == "55P03" { // lock_not_available: our lock_timeout
+			err = fmt.Errorf("waiting for the row lock: %w (%w)", context.DeadlineExceeded, err)
+		}
+		return err
+	}
+	// The work is done: finish it even if ctx ends now, rather than leave its fate unknown.
+	cctx, cancel := detached(ctx)
+	defer cancel()
+	return tx.Commit(cctx)
+}
+
+// detachedTimeout bounds the statements that must run even after the caller's context ended.
+const detachedTimeout = 10 * time.Second
+
+// detached returns a context that keeps ctx's values but not its cancellation, bounded by
+// detachedTimeout.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), detachedTimeout)
+}
+
+// lockTimeout leaves a margin before the context's deadline, so that PostgreSQL gives up the
+// lock wait before pgx reacts to the deadline by closing the connection.
+func lockTimeout(remaining time.Duration) time.Duration {
+	margin := min(remaining/5, 250*time.Millisecond)
+	return max(remaining-margin, time.Millisecond)
+}
+
+func decode(memberID string, data []byte) (b24oauth.Installation, error) {
+	var inst b24oauth.Installation
+	if err := json.Unmarshal(data, &inst); err != nil {
+		return b24oauth.Installation{}, fmt.Errorf("pgstore: corrupt record of %q: %w", memberID, err)
+	}
+	return inst, nil
+}
+
+func rowArgs(inst b24oauth.Installation) ([]any, error) {
+	data, err := json.Marshal(inst)
+	if err != nil {
+		return nil, err
+	}
+	var updated any
+	if !inst.UpdatedAt.IsZero() {
+		updated = inst.UpdatedAt
+	}
+	return []any{inst.MemberID, inst.Domain, string(inst.State), inst.Expires, updated, data}, nil
+}

@@ -1,0 +1,49 @@
+// Package redisstore is a [b24oauth.TokenStore] kept in Redis, through go-redis v9, for
+// applications that run several replicas against one Redis (a single node, a Sentinel-managed
+// primary or a Redis Cluster: anything a redis.UniversalClient speaks to).
+//
+// Usage:
+//
+//	client := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{"127.0.0.1:6379"}})
+//	store, err := redisstore.New(client, redisstore.WithKeyPrefix("myapp:b24:"))
+//	if err != nil {
+//		return err
+//	}
+//	app, err := b24oauth.NewApp(b24oauth.AppConfig{
+//		ClientID:     clientID,
+//		ClientSecret: clientSecret,
+//		Store:        store,
+//	})
+//
+// # Keys
+//
+// With the prefix P (DefaultKeyPrefix unless WithKeyPrefix says otherwise), the installation of
+// member M is the hash
+//
+//	P inst:{M}   fields: data (the Installation's JSON), rev (an opaque revision, new at every write)
+//
+// and its lock, while someone holds it, is the string
+//
+//	P lock:{M}   value: the holder's random token; expires after the lease
+//
+// (without the spaces). The braces are Redis Cluster hash tags: both keys of a member live in
+// one slot, so the scripts below touch them together on a cluster too. The Store never uses
+// KEYS or SCAN, and keys never expire except locks.
+//
+// # Locking
+//
+// Update and Save take the member's lock with SET NX PX and a random token, polling with a
+// jittered exponential backoff (WithLockPolling) until they get it or their context is done.
+// While the caller's function runs, a background renewal extends the lease every third of it,
+// so a slow refresh keeps its lock; the lease (WithLockLease, DefaultLockLease) only bounds how
+// long the others wait after a holder died without releasing it. The write is a Lua script that
+// checks, atomically, that the lock is still ours and that the record's revision is the one we
+// read: a holder that lost its lock (a process paused for longer than the lease, a lock key
+// evicted or lost in a failover) never overwrites what a newer holder wrote, and gets
+// ErrLockLost instead. The lock is released with a compare-and-delete script, so only its
+// owner removes it.
+//
+// Delete does not take the lock. An Update whose record is deleted while its function runs
+// writes nothing and returns an error matching b24oauth.ErrNotInstalled: an uninstalled portal
+// is never brought back by a refresh that was in flight.
+package redisstore

@@ -1,0 +1,367 @@
+package redisstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/b24go/b24oauth"
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults of the options.
+const (
+	// DefaultKeyPrefix starts every key of a Store unless WithKeyPrefix says otherwise.
+	DefaultKeyPrefix = "b24oauth:"
+
+	// DefaultLockLease is how long a member's lock outlives its holder when the holder stops
+	// renewing it (it crashed, or lost Redis). Live holders renew it while they work, so it
+	// need not cover a token refresh.
+	DefaultLockLease = 30 * time.Second
+
+	// DefaultLockPollMin is the first pause between two attempts to take a lock someone else
+	// holds; each next pause doubles.
+	DefaultLockPollMin = 2 * time.Millisecond
+
+	// DefaultLockPollMax is the longest pause between two attempts to take a lock.
+	DefaultLockPollMax = 100 * time.Millisecond
+)
+
+// ErrLockLost is returned by Update and Save when, at the moment of writing, the member's lock
+// was no longer theirs or the record had been changed by someone else since it was read: the
+// lease ran out while renewals could not reach Redis, or the lock key was lost. Nothing was
+// written. Match it with errors.Is.
+var ErrLockLost = errors.New("redisstore: lock lost before the write; nothing was written")
+
+// Store is a b24oauth.TokenStore kept in Redis. It is safe for concurrent use, and any number
+// of Stores with the same key prefix, in any number of processes, may share one Redis.
+type Store struct {
+	client           redis.UniversalClient
+	prefix           string
+	lease            time.Duration
+	pollMin, pollMax time.Duration
+}
+
+var _ b24oauth.TokenStore = (*Store)(nil)
+
+// Option configures New.
+type Option func(*Store) error
+
+// WithKeyPrefix sets the string every key of the Store starts with (DefaultKeyPrefix by
+// default). Stores with different prefixes never see each other's data. The prefix must not
+// contain '{' or '}', which would change the keys' Redis Cluster hash tag.
+func WithKeyPrefix(prefix string) Option {
+	return func(s *Store) error {
+		if strings.ContainsAny(prefix, "{}") {
+			return fmt.Errorf("redisstore: key prefix %q must not contain '{' or '}'", prefix)
+		}
+		s.prefix = prefix
+		return nil
+	}
+}
+
+// WithLockLease sets how long a member's lock lasts without renewal (DefaultLockLease by
+// default; at least 10ms). A holder renews it every third of the lease while the function
+// given to Update runs, so the lease is the time the others wait after a holder died holding
+// it. Make it comfortably longer than a pause of your process (a GC stall, a VM migration)
+// and than a round trip to Redis under load.
+func WithLockLease(d time.Duration) Option {
+	return func(s *Store) error {
+		if d < 10*time.Millisecond {
+			return fmt.Errorf("redisstore: lock lease %v is shorter than 10ms", d)
+		}
+		s.lease = d
+		return nil
+	}
+}
+
+// WithLockPolling sets the pauses between two attempts to take a lock held by someone else:
+// the first pause is about initial, each next one doubles, up to max, with random jitter
+// (DefaultLockPollMin and DefaultLockPollMax by default).
+func WithLockPolling(initial, max time.Duration) Option {
+	return func(s *Store) error {
+		if initial <= 0 || max < initial {
+			return fmt.Errorf("redisstore: invalid lock polling %v..%v: need 0 < initial <= max", initial, max)
+		}
+		s.pollMin, s.pollMax = initial, max
+		return nil
+	}
+}
+
+// New returns a Store that keeps installations in the Redis client talks to. It does not
+// contact Redis; the client stays the caller's, to close.
+func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
+	if client == nil {
+		return nil, errors.New("redisstore: nil client")
+	}
+	s := &Store{
+		client:  client,
+		prefix:  DefaultKeyPrefix,
+		lease:   DefaultLockLease,
+		pollMin: DefaultLockPollMin,
+		pollMax: DefaultLockPollMax,
+	}
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// InstallationKey returns the key of the hash that holds the installation of memberID.
+func (s *Store) InstallationKey(memberID string) string {
+	return s.prefix + "inst:{" + memberID + "}"
+}
+
+// LockKey returns the key of the lock of memberID.
+func (s *Store) LockKey(memberID string) string {
+	return s.prefix + "lock:{" + memberID + "}"
+}
+
+// Load returns the installation of memberID, or an error matching b24oauth.ErrNotInstalled
+// when there is none.
+func (s *Store) Load(ctx context.Context, memberID string) (b24oauth.Installation, error) {
+	data, err := s.client.HGet(ctx, s.InstallationKey(memberID), "data").Bytes()
+	if errors.Is(err, redis.Nil) {
+		return b24oauth.Installation{}, fmt.Errorf("redisstore: load %q: %w", memberID, b24oauth.ErrNotInstalled)
+	}
+	if err != nil {
+		return b24oauth.Installation{}, fmt.Errorf("redisstore: load %q: %w", memberID, err)
+	}
+	return decode(memberID, data)
+}
+
+// Save inserts inst, or replaces the stored installation of inst.MemberID. It takes the
+// member's lock, so it waits for an Update in progress to finish.
+func (s *Store) Save(ctx context.Context, inst b24oauth.Installation) error {
+	if inst.MemberID == "" {
+		return errors.New("redisstore: save: empty member_id")
+	}
+	data, err := json.Marshal(inst)
+	if err != nil {
+		return fmt.Errorf("redisstore: save %q: %w", inst.MemberID, err)
+	}
+	token, err := s.acquire(ctx, inst.MemberID)
+	if err != nil {
+		return fmt.Errorf("redisstore: save %q: %w", inst.MemberID, err)
+	}
+	defer s.release(ctx, inst.MemberID, token)
+	if err := s.write(ctx, inst.MemberID, token, false, "", data); err != nil {
+		return fmt.Errorf("redisstore: save %q: %w", inst.MemberID, err)
+	}
+	return nil
+}
+
+// Delete removes the installation of memberID. It returns nil when there is none. It does not
+// wait for the member's lock: an Update in progress then fails with b24oauth.ErrNotInstalled
+// and writes nothing.
+func (s *Store) Delete(ctx context.Context, memberID string) error {
+	if err := s.client.Del(ctx, s.InstallationKey(memberID)).Err(); err != nil {
+		return fmt.Errorf("redisstore: delete %q: %w", memberID, err)
+	}
+	return nil
+}
+
+// Update takes the lock of memberID, calls fn with the stored installation and writes what fn
+// returns, provided the lock is still held and nobody else wrote the record meanwhile
+// (ErrLockLost otherwise). If fn fails, nothing is written and its error is returned
+// unchanged. If there is no installation, Update returns an error matching
+// b24oauth.ErrNotInstalled without calling fn. fn must not change MemberID (Update fails if it
+// does).
+//
+// ctx bounds the wait for the lock; once fn has returned, its result is written even if ctx
+// has ended meanwhile (within a 10s bound of its own), because fn may have spent a single-use
+// refresh token that only its result records.
+func (s *Store) Update(ctx context.Context, memberID string, fn func(cur b24oauth.Installation) (b24oauth.Installation, error)) error {
+	token, err := s.acquire(ctx, memberID)
+	if err != nil {
+		return fmt.Errorf("redisstore: update %q: %w", memberID, err)
+	}
+	defer s.release(ctx, memberID, token)
+	// Renewals go on if ctx ends while fn runs: fn's result is still to be written.
+	stop := s.keepAlive(context.WithoutCancel(ctx), memberID, token)
+	defer stop()
+
+	vals, err := s.client.HMGet(ctx, s.InstallationKey(memberID), "data", "rev").Result()
+	if err != nil {
+		return fmt.Errorf("redisstore: update %q: %w", memberID, err)
+	}
+	data, ok := vals[0].(string)
+	if !ok {
+		return fmt.Errorf("redisstore: update %q: %w", memberID, b24oauth.ErrNotInstalled)
+	}
+	rev, _ := vals[1].(string)
+	cur, err := decode(memberID, []byte(data))
+	if err != nil {
+		return err
+	}
+	next, err := fn(cur)
+	if err != nil {
+		return err
+	}
+	if next.MemberID != memberID {
+		return fmt.Errorf("redisstore: update %q: fn changed MemberID to %q", memberID, next.MemberID)
+	}
+	out, err := json.Marshal(next)
+	if err != nil {
+		return fmt.Errorf("redisstore: update %q: %w", memberID, err)
+	}
+	// Written even if ctx ended while fn ran: fn may have spent a single-use refresh token,
+	// and dropping the pair it returns would lose the portal.
+	wctx, cancel := detached(ctx)
+	defer cancel()
+	if err := s.write(wctx, memberID, token, true, rev, out); err != nil {
+		return fmt.Errorf("redisstore: update %q: %w", memberID, err)
+	}
+	return nil
+}
+
+// detachedTimeout bounds the calls that must run even after the caller's context ended.
+const detachedTimeout = 10 * time.Second
+
+// detached returns a context that keeps ctx's values but not its cancellation, bounded by
+// detachedTimeout.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), detachedTimeout)
+}
+
+// writeScript stores a record for the holder of the lock. KEYS: inst, lock. ARGV: token,
+// "1" to require the record to exist with revision ARGV[3] (else "0"), expected revision,
+// data, new revision.
+var writeScript = redis.NewScript(`
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'lost' end
+if ARGV[2] == '1' then
+	if redis.call('HEXISTS', KEYS[1], 'data') == 0 then return 'gone' end
+	if (redis.call('HGET', KEYS[1], 'rev') or '') ~= ARGV[3] then return 'changed' end
+end
+redis.call('HSET', KEYS[1], 'data', ARGV[4], 'rev', ARGV[5])
+return 'ok'
+`)
+
+// releaseScript deletes a lock only for its owner. KEYS: lock. ARGV: token.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// renewScript extends a lock's lease only for its owner. KEYS: lock. ARGV: token, lease in ms.
+var renewScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+`)
+
+func (s *Store) write(ctx context.Context, memberID, token string, checkRev bool, rev string, data []byte) error {
+	check := "0"
+	if checkRev {
+		check = "1"
+	}
+	keys := []string{s.InstallationKey(memberID), s.LockKey(memberID)}
+	res, err := writeScript.Run(ctx, s.client, keys, token, check, rev, data, randomToken()).Text()
+	if err != nil {
+		return err
+	}
+	switch res {
+	case "ok":
+		return nil
+	case "lost":
+		return ErrLockLost
+	case "changed":
+		return fmt.Errorf("%w (the record was written by another holder)", ErrLockLost)
+	case "gone":
+		return fmt.Errorf("deleted while updating: %w", b24oauth.ErrNotInstalled)
+	default:
+		return fmt.Errorf("unexpected reply %q from the write script", res)
+	}
+}
+
+// acquire takes the lock of memberID, waiting for it until ctx is done, and returns the
+// owner token.
+func (s *Store) acquire(ctx context.Context, memberID string) (string, error) {
+	key := s.LockKey(memberID)
+	token := randomToken()
+	pause := s.pollMin
+	for {
+		ok, err := s.client.SetNX(ctx, key, token, s.lease).Result()
+		if err != nil {
+			// The SET may have reached Redis before the failure was seen (a context ending
+			// mid-call): remove the lock if it is ours, rather than leave it to its lease.
+			s.release(ctx, memberID, token)
+			return "", fmt.Errorf("taking the lock: %w", err)
+		}
+		if ok {
+			return token, nil
+		}
+		// Jitter keeps waiters that started together from polling in step.
+		t := time.NewTimer(pause/2 + mrand.N(pause/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return "", fmt.Errorf("waiting for the lock: %w", ctx.Err())
+		case <-t.C:
+		}
+		pause = min(pause*2, s.pollMax)
+	}
+}
+
+// release gives the lock back if it is still ours. It runs even when ctx has ended: a lock
+// left behind would block the member's other writers for a whole lease.
+func (s *Store) release(ctx context.Context, memberID, token string) {
+	rctx, cancel := detached(ctx)
+	defer cancel()
+	_ = releaseScript.Run(rctx, s.client, []string{s.LockKey(memberID)}, token).Err()
+}
+
+// keepAlive renews the lease of a held lock every third of the lease until the returned stop
+// is called. A renewal that finds the lock gone ends the renewals; the write then reports
+// ErrLockLost.
+func (s *Store) keepAlive(ctx context.Context, memberID, token string) (stop func()) {
+	stopc := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(s.lease / 3)
+		defer t.Stop()
+		keys := []string{s.LockKey(memberID)}
+		for {
+			select {
+			case <-stopc:
+				return
+			case <-t.C:
+				n, err := renewScript.Run(ctx, s.client, keys, token, s.lease.Milliseconds()).Int()
+				if err == nil && n == 0 {
+					return
+				}
+			}
+		}
+	}()
+	return func() {
+		close(stopc)
+		<-done
+	}
+}
+
+func decode(memberID string, data []byte) (b24oauth.Installation, error) {
+	var inst b24oauth.Installation
+	if err := json.Unmarshal(data, &inst); err != nil {
+		return b24oauth.Installation{}, fmt.Errorf("redisstore: corrupt record of %q: %w", memberID, err)
+	}
+	return inst, nil
+}
+
+func randomToken() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("redisstore: crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}
