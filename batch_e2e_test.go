@@ -147,7 +147,7 @@ func BenchmarkBatch50(b *testing.B) {
 	s := newFake(b)
 	p := s.AddPortal()
 	p.SeedDeals(50)
-	c := newClient(b, s, p, withoutRatePacing())
+	c := newClient(b, s, p, unlimited())
 	cmds := make([]b24oauth.BatchCommand, 50)
 	for i := range cmds {
 		cmds[i] = b24oauth.BatchCommand{Key: "d" + strconv.Itoa(i+1), Method: "crm.deal.get", Params: map[string]any{"id": i + 1}}

@@ -9,15 +9,6 @@ import (
 	"github.com/b24go/b24oauth"
 )
 
-// withoutRatePacing turns the client's request-rate limiter off: the fake does not limit the
-// rate unless asked to, and these tests send hundreds of requests (at a standard plan's 2/s,
-// 201 pages take over a minute).
-func withoutRatePacing() b24oauth.Option {
-	rp := b24oauth.DefaultRestrictionParams()
-	rp.RateLimit.DrainRate = -1
-	return b24oauth.WithRestrictionParams(rp)
-}
-
 // rowIDs ranges over a List sequence and returns the rows' integer IDs under key.
 func rowIDs(t *testing.T, seq func(func(json.RawMessage, error) bool), key string) []int {
 	t.Helper()
@@ -56,7 +47,7 @@ func TestListE2EDeals(t *testing.T) {
 	s := newFake(t)
 	p := s.AddPortal()
 	p.SeedDeals(10000) // once for the subtests below, which run in sequence
-	c := newClient(t, s, p, withoutRatePacing())
+	c := newClient(t, s, p, unlimited())
 	ctx := context.Background()
 
 	t.Run("all 10000", func(t *testing.T) {
@@ -142,7 +133,7 @@ func BenchmarkList10000(b *testing.B) {
 	s := newFake(b)
 	p := s.AddPortal()
 	p.SeedDeals(10000)
-	c := newClient(b, s, p, withoutRatePacing())
+	c := newClient(b, s, p, unlimited())
 	ctx := context.Background()
 	before := p.Requests("crm.deal.list")
 	b.ResetTimer()
