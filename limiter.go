@@ -208,8 +208,8 @@ type limiter struct {
 type methodState struct {
 	operating    float64   // seconds used in the current window, as last reported
 	resetAt      time.Time // when the portal resets the method's window (operating_reset_at)
-	cost         float64   // average seconds a call adds to operating; valid when costKnown
-	costKnown    bool      //
+	cost         float64   // average seconds a call adds to operating, once costKnown
+	costKnown    bool      // cost has been measured (two replies in one window)
 	blockedUntil time.Time // no call before this time (a 429, or operating ≥ Limit)
 	next         time.Time // earliest start of the next call while the method is paced
 	seen         time.Time // last observation or block; the state is forgotten a Window later
@@ -438,6 +438,13 @@ func (l *limiter) observe(method string, operating float64, resetAt int64) {
 	st.seen = now
 	if operating >= l.p.OperatingLimit.Limit.Seconds() && st.resetAt.After(st.blockedUntil) {
 		st.blockedUntil = st.resetAt
+	}
+	// Fresher figures may allow a shorter spacing than the one the next slot was set with;
+	// callers already sleeping keep theirs, which never outlast the window.
+	if st.next.After(now) {
+		if next := now.Add(l.paceInterval(st, now)); next.Before(st.next) {
+			st.next = next
+		}
 	}
 	if operating <= 0 && !st.blockedUntil.After(now) {
 		delete(l.methods, method)

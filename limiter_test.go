@@ -84,7 +84,7 @@ func mustWait(t *testing.T, l *limiter, method string) {
 	}
 }
 
-func TestRestrictionParamsDefaults(t *testing.T) {
+func TestLimiterParamsDefaults(t *testing.T) {
 	def := DefaultRestrictionParams()
 	tests := []struct {
 		name string
@@ -226,15 +226,36 @@ func TestLimiterWaitCancelledKeepsToken(t *testing.T) {
 func TestLimiterWaitRealTimerCancel(t *testing.T) {
 	l := newLimiter(rateParams(1, 0.001, false)) // a token every 1000s: wait blocks until cancelled
 	mustWait(t, l, "m")
+	sleeping := make(chan struct{})
+	l.sleep = func(ctx context.Context, d time.Duration) error {
+		close(sleeping)
+		return sleepContext(ctx, d)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- l.wait(ctx, "m") }()
+	<-sleeping
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("wait = %v, want context.Canceled", err)
 	}
 	if got := l.bucket.Tokens(); got < 0 {
 		t.Errorf("tokens after a cancelled wait = %v, want ≥ 0 (the reservation given back)", got)
+	}
+}
+
+func TestLimiterSleepContext(t *testing.T) {
+	ctx := context.Background()
+	if err := sleepContext(ctx, 0); err != nil {
+		t.Errorf("sleepContext(0) = %v", err)
+	}
+	if err := sleepContext(ctx, time.Millisecond); err != nil {
+		t.Errorf("sleepContext(1ms) = %v", err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := sleepContext(cancelled, time.Hour); !errors.Is(err, context.Canceled) {
+		t.Errorf("sleepContext(cancelled, 1h) = %v, want context.Canceled", err)
 	}
 }
 
@@ -454,6 +475,18 @@ func TestLimiterOperatingLastCallWaitsForReset(t *testing.T) {
 	mustWait(t, l, "m")
 	mustWait(t, l, "m")
 	if diff := cmp.Diff([]time.Duration{30 * time.Second}, c.takeSleeps()); diff != "" {
+		t.Errorf("sleeps mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestLimiterPacingFollowsFresherFigures(t *testing.T) {
+	l, c := newTestLimiter(unlimitedRate())
+	l.observe("m", 479.5, c.now().Add(30*time.Second).Unix())
+	mustWait(t, l, "m") // the next slot is 30s away
+	// Old time expired: 80s of budget left for 200s.
+	l.observe("m", 400, c.now().Add(200*time.Second).Unix())
+	mustWait(t, l, "m")
+	if diff := cmp.Diff([]time.Duration{2500 * time.Millisecond}, c.takeSleeps()); diff != "" {
 		t.Errorf("sleeps mismatch (-want +got):\n%s", diff)
 	}
 }

@@ -1,0 +1,155 @@
+package b24oauth_test
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"testing"
+
+	"github.com/b24go/b24oauth"
+)
+
+// rowIDs ranges over a List sequence and returns the rows' integer IDs under key.
+func rowIDs(t *testing.T, seq func(func(json.RawMessage, error) bool), key string) []int {
+	t.Helper()
+	var ids []int
+	for row, err := range seq {
+		if err != nil {
+			t.Fatalf("List: %v", err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(row, &m); err != nil {
+			t.Fatalf("row: %v", err)
+		}
+		id, err := strconv.Atoi(m[key].(string))
+		if err != nil {
+			t.Fatalf("row %s: %v", row, err)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// checkSequence reports unless ids is exactly first..last ascending.
+func checkSequence(t *testing.T, ids []int, first, last int) {
+	t.Helper()
+	if len(ids) != last-first+1 {
+		t.Errorf("%d rows, want %d", len(ids), last-first+1)
+	}
+	for i, id := range ids {
+		if id != first+i {
+			t.Fatalf("row %d has ID %d, want %d (every ID exactly once, in order)", i, id, first+i)
+		}
+	}
+}
+
+func TestListE2EDeals(t *testing.T) {
+	s := newFake(t)
+	p := s.AddPortal()
+	p.SeedDeals(10000) // once for the subtests below, which run in sequence
+	c := newClient(t, s, p, unlimited())
+	ctx := context.Background()
+
+	t.Run("all 10000", func(t *testing.T) {
+		before := p.Requests("crm.deal.list")
+		ids := rowIDs(t, c.List(ctx, "crm.deal.list", map[string]any{"select": []string{"ID", "TITLE"}}), "ID")
+		checkSequence(t, ids, 1, 10000)
+		// 200 full pages, then an empty one: 10000 is a multiple of 50.
+		if n := p.Requests("crm.deal.list") - before; n != 201 {
+			t.Errorf("%d requests, want 201", n)
+		}
+	})
+	t.Run("caller filter kept", func(t *testing.T) {
+		before := p.Requests("crm.deal.list")
+		ids := rowIDs(t, c.List(ctx, "crm.deal.list", map[string]any{"filter": map[string]any{">ID": 9880, "<=ID": 9990}}), "ID")
+		checkSequence(t, ids, 9881, 9990)
+		if n := p.Requests("crm.deal.list") - before; n != 3 {
+			t.Errorf("%d requests, want 3", n)
+		}
+	})
+	t.Run("descending", func(t *testing.T) {
+		var ids []int
+		for _, id := range rowIDs(t, c.List(ctx, "crm.deal.list", map[string]any{"order": map[string]any{"ID": "DESC"}, "filter": map[string]any{">ID": 9900}}), "ID") {
+			ids = append([]int{id}, ids...)
+		}
+		checkSequence(t, ids, 9901, 10000)
+	})
+	t.Run("break", func(t *testing.T) {
+		before := p.Requests("crm.deal.list")
+		n := 0
+		for _, err := range c.List(ctx, "crm.deal.list", nil) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n++; n == 75 {
+				break
+			}
+		}
+		if got := p.Requests("crm.deal.list") - before; got != 2 {
+			t.Errorf("%d requests for 75 rows, want 2", got)
+		}
+	})
+}
+
+func TestListE2ETasks(t *testing.T) {
+	s := newFake(t)
+	p := s.AddPortal()
+	p.SeedTasks(130)
+	c := newClient(t, s, p)
+	ids := rowIDs(t, c.List(context.Background(), "tasks.task.list", map[string]any{"select": []string{"ID", "TITLE"}},
+		b24oauth.WithCursorKey("ID", "id"), b24oauth.WithItemsKey("tasks")), "id")
+	checkSequence(t, ids, 1, 130)
+	if n := p.Requests("tasks.task.list"); n != 3 {
+		t.Errorf("%d requests, want 3", n)
+	}
+}
+
+func TestListE2EExpiredTokenMidway(t *testing.T) {
+	s := newFake(t)
+	p := s.AddPortal()
+	p.SeedDeals(120)
+	c := newClient(t, s, p)
+	var ids []int
+	for row, err := range c.List(context.Background(), "crm.deal.list", nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d struct{ ID string }
+		_ = json.Unmarshal(row, &d)
+		id, _ := strconv.Atoi(d.ID)
+		ids = append(ids, id)
+		if len(ids) == 50 {
+			p.ExpireAccessToken() // the next page's request gets 401, refreshes, and goes on
+		}
+	}
+	checkSequence(t, ids, 1, 120)
+	if s.Refreshes() != 1 || p.Requests("crm.deal.list") != 4 {
+		t.Errorf("refreshes %d, requests %d; want 1 and 4 (one rejected)", s.Refreshes(), p.Requests("crm.deal.list"))
+	}
+}
+
+// BenchmarkList10000 lists 10,000 deals of the fake portal per op (seeded once).
+func BenchmarkList10000(b *testing.B) {
+	s := newFake(b)
+	p := s.AddPortal()
+	p.SeedDeals(10000)
+	c := newClient(b, s, p, unlimited())
+	ctx := context.Background()
+	before := p.Requests("crm.deal.list")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		n := 0
+		for _, err := range c.List(ctx, "crm.deal.list", map[string]any{"select": []string{"ID", "TITLE"}}) {
+			if err != nil {
+				b.Fatal(err)
+			}
+			n++
+		}
+		if n != 10000 {
+			b.Fatalf("%d rows, want 10000", n)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(p.Requests("crm.deal.list")-before)/float64(b.N), "requests/op")
+	b.ReportMetric(float64(10000*b.N)/b.Elapsed().Seconds(), "rows/s")
+}
