@@ -32,7 +32,7 @@ func runDemo(ctx context.Context, out io.Writer) error {
 		ClientID:     fake.ClientID(),
 		ClientSecret: fake.ClientSecret(),
 		Store:        store,
-		HTTPClient:   fake.Client(),               // trusts the fake's TLS certificate
+		HTTPClient:   fake.Client(),                // trusts the fake's TLS certificate
 		OAuthServers: []string{fake.OAuthOrigin()}, // the fake's OAuth server, instead of Bitrix24's
 		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
