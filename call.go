@@ -168,22 +168,53 @@ func isDialError(err error) bool {
 		strings.Contains(err.Error(), "no such host")
 }
 
-// envelope is a REST reply of either version.
+// envelope is a REST reply of either version. Its time block is decoded into plain fields on
+// the fast path; flexEnvelope takes over for a reply that needs the tolerant decoding.
 type envelope struct {
 	Result           json.RawMessage `json:"result"`
 	Next             flexInt         `json:"next"`
 	Total            flexInt         `json:"total"`
-	Time             ResponseTime    `json:"time"`
+	Time             plainTime       `json:"time"`
 	Error            json.RawMessage `json:"error"`
 	ErrorDescription string          `json:"error_description"`
 	Argument         string          `json:"argument"`
+}
+
+type flexEnvelope struct {
+	envelope
+	Time ResponseTime `json:"time"`
+}
+
+// plainTime is the time block as the portal normally sends it.
+type plainTime struct {
+	Start            float64 `json:"start"`
+	Finish           float64 `json:"finish"`
+	Duration         float64 `json:"duration"`
+	Processing       float64 `json:"processing"`
+	DateStart        string  `json:"date_start"`
+	DateFinish       string  `json:"date_finish"`
+	Operating        float64 `json:"operating"`
+	OperatingResetAt float64 `json:"operating_reset_at"`
+}
+
+func (t plainTime) responseTime() ResponseTime {
+	return ResponseTime{
+		Start: t.Start, Finish: t.Finish, Duration: t.Duration, Processing: t.Processing,
+		DateStart: parseDate(t.DateStart), DateFinish: parseDate(t.DateFinish),
+		Operating: t.Operating, OperatingResetAt: int64(t.OperatingResetAt),
+	}
 }
 
 // decodeReply turns a reply into a Response, or an *APIError for an error reply (v2:
 // {"error":"CODE","error_description":"..."}; v3: {"error":{"code","message","validation"}}).
 func decodeReply(status int, body []byte) (*Response, *APIError) {
 	var env envelope
-	if err := json.Unmarshal(body, &env); err != nil {
+	var rt ResponseTime
+	if err := json.Unmarshal(body, &env); err == nil {
+		rt = env.Time.responseTime()
+	} else if fe := (flexEnvelope{}); json.Unmarshal(body, &fe) == nil {
+		env, rt = fe.envelope, fe.Time
+	} else {
 		desc := "the portal's reply is not JSON"
 		if status >= 300 && status < 400 {
 			desc = "the portal answered with a redirect; its domain may have changed"
@@ -212,7 +243,7 @@ func decodeReply(status int, body []byte) (*Response, *APIError) {
 	if status != http.StatusOK {
 		return nil, &APIError{Status: status, Description: "unexpected HTTP status without an error code"}
 	}
-	return &Response{Result: env.Result, Next: int(env.Next), Total: int(env.Total), Time: env.Time, Status: status}, nil
+	return &Response{Result: env.Result, Next: int(env.Next), Total: int(env.Total), Time: rt, Status: status}, nil
 }
 
 // encodeParams encodes params as a JSON object (nil for no params).
