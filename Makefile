@@ -5,6 +5,12 @@
 # (they skip without them); `make services` starts local servers, and .ci/run sets both.
 
 MODULES := . pgstore redisstore
+
+# The integration tests talk to the local servers unless told otherwise (`make services` starts
+# them). Set a variable to an empty value to skip its store's integration tests.
+B24OAUTH_TEST_POSTGRES ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
+B24OAUTH_TEST_REDIS    ?= 127.0.0.1:6379
+export B24OAUTH_TEST_POSTGRES B24OAUTH_TEST_REDIS
 GO      ?= go
 SHELL   := /bin/bash
 
