@@ -145,7 +145,7 @@ func BenchmarkLimiterThroughput(b *testing.B) {
 	rp.RateLimit = b24oauth.RateLimitParams{BurstLimit: burst, DrainRate: drain, Adaptive: true}
 	c := newClient(b, s, p, b24oauth.WithRestrictionParams(rp))
 	ctx := context.Background()
-	const total = burst + 400 // 400 requests past the burst: 4 s at the drain rate
+	const total = burst + 200 // 200 requests past the burst: 2 s at the drain rate
 	b.ResetTimer()
 	var rate float64
 	for i := 0; i < b.N; i++ {

@@ -169,10 +169,19 @@ func (p RestrictionParams) rateOff() bool { return p.RateLimit.DrainRate < 0 }
 // operatingOff reports whether the operating limiter is turned off.
 func (p RestrictionParams) operatingOff() bool { return p.OperatingLimit.Limit < 0 }
 
-// burst is RateLimit.BurstLimit as rate.Limiter's burst. p is defaulted.
+// burst is RateLimit.BurstLimit as rate.Limiter's burst, less a headroom: requests leave
+// evenly paced but reach the portal with network jitter, and one that arrives early into a full
+// bucket is rejected. The headroom absorbs a quarter second of jitter at the drain rate, at
+// least one request and at most a fifth of the burst (never leaving less than one). p is
+// defaulted.
 func (p RestrictionParams) burst() int {
-	return int(math.Min(math.Ceil(p.RateLimit.BurstLimit), maxBurst))
+	b := math.Min(math.Ceil(p.RateLimit.BurstLimit), maxBurst)
+	headroom := math.Max(1, math.Min(math.Ceil(burstJitter.Seconds()*p.RateLimit.DrainRate), math.Floor(b/5)))
+	return int(math.Max(1, b-headroom))
 }
+
+// burstJitter is how much earlier than paced a request may reach the portal.
+const burstJitter = 250 * time.Millisecond
 
 // limiter paces the requests of one portal: a token bucket mirrors the portal's leaky bucket,
 // and per-method state mirrors the operating limit the portal reports in every reply. One limiter

@@ -153,8 +153,8 @@ func TestLimiterParamsDefaults(t *testing.T) {
 }
 
 func TestLimiterBurstThenDrain(t *testing.T) {
-	l, c := newTestLimiter(rateParams(5, 2, false))
-	for range 5 {
+	l, c := newTestLimiter(rateParams(6, 2, false))
+	for range 5 { // the burst, less one request of headroom
 		mustWait(t, l, "crm.deal.list")
 	}
 	if s := c.takeSleeps(); len(s) != 0 {
@@ -179,11 +179,11 @@ func TestLimiterBurstThenDrain(t *testing.T) {
 }
 
 func TestLimiterFractionalBurst(t *testing.T) {
-	l, c := newTestLimiter(rateParams(1.5, 1, false))
+	l, c := newTestLimiter(rateParams(2.5, 1, false))
 	mustWait(t, l, "m")
 	mustWait(t, l, "m")
 	if s := c.takeSleeps(); len(s) != 0 {
-		t.Errorf("burst 1.5 (rounded up to 2) slept %v", s)
+		t.Errorf("burst 2.5 (rounded up to 3, less one request of headroom) slept %v", s)
 	}
 }
 
@@ -329,8 +329,8 @@ func TestLimiterAdaptive(t *testing.T) {
 func TestLimiterNotAdaptive(t *testing.T) {
 	l, c := newTestLimiter(rateParams(10, 2, false))
 	l.queryLimitExceeded()
-	if got := l.bucket.TokensAt(c.now()); got != 10 {
-		t.Errorf("tokens = %v, want 10 (a non-adaptive limiter ignores 503s)", got)
+	if got := l.bucket.TokensAt(c.now()); got != 9 {
+		t.Errorf("tokens = %v, want 9: the burst less its headroom (a non-adaptive limiter ignores 503s)", got)
 	}
 	if got := l.bucket.Limit(); got != 2 {
 		t.Errorf("rate = %v, want 2", got)
@@ -343,15 +343,15 @@ func TestLimiterSetParams(t *testing.T) {
 		mustWait(t, l, "m")
 	}
 	l.setParams(EnterpriseRestrictionParams())
-	if got := l.bucket.TokensAt(c.now()); got != 6 {
-		t.Errorf("tokens after raising the burst = %v, want 6 (kept)", got)
+	if got := l.bucket.TokensAt(c.now()); got != 5 {
+		t.Errorf("tokens after raising the burst = %v, want 5 (kept)", got)
 	}
 	if got, want := l.params(), EnterpriseRestrictionParams(); !cmp.Equal(got, want) {
 		t.Errorf("params() = %+v, want %+v", got, want)
 	}
 	l.setParams(rateParams(3, 2, true))
-	if got := l.bucket.TokensAt(c.now()); got != 3 {
-		t.Errorf("tokens after lowering the burst = %v, want 3 (capped)", got)
+	if got := l.bucket.TokensAt(c.now()); got != 2 {
+		t.Errorf("tokens after lowering the burst = %v, want 2 (capped at 3 less the headroom)", got)
 	}
 
 	// A reduced adaptive rate stays reduced across a change of burst, and is reset by turning
@@ -380,8 +380,8 @@ func TestLimiterSetParams(t *testing.T) {
 		t.Errorf("a limiter turned off slept %v", s)
 	}
 
-	// Turned on again: a full bucket.
-	l.setParams(rateParams(2, 1, false))
+	// Turned on again: a full bucket (3 less one request of headroom).
+	l.setParams(rateParams(3, 1, false))
 	for range 3 {
 		mustWait(t, l, "m")
 	}
@@ -717,4 +717,23 @@ func BenchmarkLimiterWaitParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestLimiterBurstHeadroom(t *testing.T) {
+	for _, tc := range []struct {
+		burst float64
+		want  int
+	}{{50, 49}, {250, 249}, {10, 9}, {2, 1}, {1, 1}} {
+		p := rateParams(tc.burst, 2, true).withDefaults()
+		if got := p.burst(); got != tc.want {
+			t.Errorf("burst(%v) = %d, want %d", tc.burst, got, tc.want)
+		}
+	}
+	// A fast drain needs more headroom: a quarter second of it, at most a fifth of the burst.
+	if got := rateParams(50, 20, true).withDefaults().burst(); got != 45 {
+		t.Errorf("burst(50 at 20/s) = %d, want 45", got)
+	}
+	if got := rateParams(50, 1000, true).withDefaults().burst(); got != 40 {
+		t.Errorf("burst(50 at 1000/s) = %d, want 40", got)
+	}
 }
