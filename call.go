@@ -79,7 +79,7 @@ func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payl
 			}
 			if (!wrote || readOnly) && retries < rp.MaxRetries {
 				retries++
-				if werr := sleep(ctx, backoff(retries, rp.RetryDelay)); werr != nil {
+				if werr := sleepContext(ctx, backoff(retries, rp.RetryDelay)); werr != nil {
 					return nil, werr
 				}
 				continue
@@ -102,7 +102,7 @@ func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payl
 		case apiErr.Code == "QUERY_LIMIT_EXCEEDED" && retries < rp.MaxRetries:
 			b.limiter.queryLimitExceeded()
 			retries++
-			if err := sleep(ctx, backoff(retries, rp.RetryDelay)); err != nil {
+			if err := sleepContext(ctx, backoff(retries, rp.RetryDelay)); err != nil {
 				return nil, err
 			}
 			continue
@@ -113,7 +113,7 @@ func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payl
 		case readOnly && apiErr.Code == "" && apiErr.Status >= 500 && retries < rp.MaxRetries:
 			// A gateway error without a Bitrix24 reply: safe to retry only a read.
 			retries++
-			if err := sleep(ctx, backoff(retries, rp.RetryDelay)); err != nil {
+			if err := sleepContext(ctx, backoff(retries, rp.RetryDelay)); err != nil {
 				return nil, err
 			}
 			continue
@@ -335,21 +335,6 @@ func isReadOnly(method string) bool {
 		return true
 	}
 	return false
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 func (b *B24OAuth) logCall(ctx context.Context, method string, status int, start time.Time, retries int, err error) {
