@@ -73,11 +73,14 @@ func (i Installation) LogValue() slog.Value {
 //   - Save inserts or replaces the whole record, durably, or fails leaving the previous record
 //     intact: never a half-written one.
 //   - Delete of an absent member_id returns nil.
-//   - Update reads the record, calls fn with it, and writes what fn returns, atomically: no
-//     other Update or Save of the same member_id, in this process or in any other process
-//     sharing the store, interleaves with it. If fn returns an error, nothing is written and
-//     Update returns that error unchanged. Update of an absent member_id returns ErrNotInstalled
-//     without calling fn. fn must not change MemberID.
+//   - Update reads the record, calls fn with it exactly once, and writes what fn returns,
+//     atomically: no other Update or Save of the same member_id, in this process or in any other
+//     process sharing the store, interleaves with it. If fn returns an error, nothing is written
+//     and Update returns that error unchanged. Update of an absent member_id returns
+//     ErrNotInstalled without calling fn. fn must not change MemberID. Once fn has returned a
+//     record, the store writes it even if ctx ends meanwhile (fn may have spent a single-use
+//     refresh token to produce it): only a failure of the store itself loses it, and then
+//     Update returns an error.
 //   - Every method honours its context's cancellation and deadline.
 type TokenStore interface {
 	// Load returns the installation of memberID, or ErrNotInstalled.
