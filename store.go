@@ -46,7 +46,8 @@ func (i Installation) String() string {
 		", Version: " + strconv.Quote(i.Version) +
 		", LanguageID: " + strconv.Quote(i.LanguageID) +
 		", InstalledAt: " + i.InstalledAt.Format(time.RFC3339) +
-		", UpdatedAt: " + i.UpdatedAt.Format(time.RFC3339) + "}"
+		", UpdatedAt: " + i.UpdatedAt.Format(time.RFC3339) +
+		", RefreshingSince: " + i.RefreshingSince.Format(time.RFC3339) + "}"
 }
 
 // GoString is String.
@@ -61,6 +62,8 @@ func (i Installation) LogValue() slog.Value {
 		slog.Any("params", i.OAuthParams),
 		slog.String("state", string(i.State)),
 		slog.String("version", i.Version),
+		slog.Time("installed_at", i.InstalledAt),
+		slog.Time("updated_at", i.UpdatedAt),
 	)
 }
 
