@@ -236,8 +236,10 @@ func crashWindow(t *testing.T, f *fleet) {
 
 	requests := f.fake.TokenRequests()
 	callers := f.startCallers(t, "revoked", f.cfg.StaleRefreshAfter)
+	start := time.Now()
 	f.release(t, callers)
 	res := f.results(t, callers)
+	wall := time.Since(start)
 	want := f.cfg.Processes * f.cfg.Goroutines * rounds
 	if res.invalidGrant != want || res.ok != 0 || res.other != 0 {
 		t.Errorf("calls: %d failed with invalid_grant, %d succeeded, %d failed otherwise; want all %d invalid_grant",
@@ -249,8 +251,9 @@ func crashWindow(t *testing.T, f *fleet) {
 	if res.lostHooks != 1 {
 		t.Errorf("OnRevoked's error said the refresh in flight was lost %d time(s); want 1 (the stale mark was recognized)", res.lostHooks)
 	}
-	if n := f.fake.TokenRequests() - requests; n != 1 {
-		t.Errorf("the fleet sent %d token request(s) after the crash; want exactly 1 (then fail fast)", n)
+	fleetRequests := f.fake.TokenRequests() - requests
+	if fleetRequests != 1 {
+		t.Errorf("the fleet sent %d token request(s) after the crash; want exactly 1 (then fail fast)", fleetRequests)
 	}
 	inst, err = f.store.Load(f.ctx, f.portal.MemberID())
 	if err != nil {
@@ -276,8 +279,8 @@ func crashWindow(t *testing.T, f *fleet) {
 	if n := f.fake.TokenRequests() - requests; n != 0 {
 		t.Errorf("a new process's call sent %d token request(s); want 0", n)
 	}
-	t.Logf("crash window: %d processes × %d goroutines × %d calls got invalid_grant; 1 token request, 1 OnRevoked",
-		f.cfg.Processes, f.cfg.Goroutines, rounds)
+	t.Logf("crash window: %d processes × %d goroutines × %d calls: %d invalid_grant, %d token request(s), %d OnRevoked, wall %v",
+		f.cfg.Processes, f.cfg.Goroutines, rounds, res.invalidGrant, fleetRequests, res.hooks, wall.Round(time.Millisecond))
 }
 
 // checkOneRefresh checks the outcome of a fleet that called after one expiry.
