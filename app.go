@@ -434,6 +434,7 @@ func (r *storeRefresher) persist(ctx context.Context, prev, next OAuthParams) er
 		}
 		inst.OAuthParams = next
 		inst.State = StateActive
+		inst.RefreshingSince = time.Time{} // this write ends the refresh that set it
 		inst.UpdatedAt = r.app.now().UTC()
 		return inst, nil
 	})

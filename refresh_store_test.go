@@ -211,3 +211,56 @@ func TestStoreRefreshRevocationClearsMarks(t *testing.T) {
 		t.Errorf("stored State %q, RefreshingSince %v; want revoked and no mark", got.State, got.RefreshingSince)
 	}
 }
+
+// failFirstPairWrite is a TokenStore whose first Update that would store a new token pair
+// fails without writing, as a store that is briefly unreachable does.
+type failFirstPairWrite struct {
+	b24oauth.TokenStore
+	failed atomic.Bool
+}
+
+func (s *failFirstPairWrite) Update(ctx context.Context, memberID string, fn func(b24oauth.Installation) (b24oauth.Installation, error)) error {
+	return s.TokenStore.Update(ctx, memberID, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+		next, err := fn(cur)
+		if err == nil && next.RefreshToken != cur.RefreshToken && s.failed.CompareAndSwap(false, true) {
+			return cur, errors.New("store unavailable")
+		}
+		return next, err
+	})
+}
+
+// A refreshed pair whose first write failed is written later, and that write ends the refresh:
+// no mark is left to be read as a lost refresh once it is stale.
+func TestStoreRefreshRetriedWriteClearsMark(t *testing.T) {
+	ctx := context.Background()
+	fake := newFake(t)
+	p := fake.AddPortal()
+	mem := b24oauth.NewMemoryStore()
+	if err := mem.Save(ctx, b24oauth.Installation{OAuthParams: paramsFor(fake, p), State: b24oauth.StateActive}); err != nil {
+		t.Fatal(err)
+	}
+	p.ExpireAccessToken()
+	store := &failFirstPairWrite{TokenStore: mem}
+	app := newRefreshApp(t, fake, store, &revokedHooks{})
+	for i := range 2 { // the first call refreshes (its write fails), the second retries the write
+		if err := <-callProfile(app, p.MemberID()); err != nil {
+			t.Fatalf("call %d: %v", i+1, err)
+		}
+	}
+	if !store.failed.Load() {
+		t.Fatal("the refresh never tried to write a new pair")
+	}
+	got, err := mem.Load(ctx, p.MemberID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.RefreshToken != p.Tokens().RefreshToken {
+		t.Errorf("the store does not hold the fake's current refresh token")
+	}
+	if !got.RefreshingSince.IsZero() {
+		t.Errorf("stored RefreshingSince = %v; want no mark once the pair is written", got.RefreshingSince)
+	}
+	if n := fake.Refreshes(); n != 1 {
+		t.Errorf("%d refreshes; want 1", n)
+	}
+}
