@@ -316,21 +316,31 @@ type storeRefresher struct {
 // refresh marks the installation as refreshing (so a crash between the OAuth server's answer
 // and the store write is recognized later), then, inside Update, adopts a pair another client
 // or process stored meanwhile, or exchanges the stored refresh token and writes the new pair.
+//
+// The mark: phase 1 sets it, unless it finds a stale one, which it keeps: a stale mark is the
+// only trace of a process that died holding a rotated pair, and every process that finds it
+// must be able to tell, whichever of them asks the OAuth server first. The write that ends a
+// refresh (a new pair, or the revocation) clears the mark, whoever set it; the others clear
+// only their own.
 func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange exchangeFunc) (OAuthParams, error) {
 	a, store := r.app, r.app.cfg.Store
-	mark := a.now().UTC().Truncate(time.Microsecond)
+	var mark time.Time
 	staleMark := false
 	err := store.Update(ctx, r.memberID, func(inst Installation) (Installation, error) {
 		if inst.State == StateRevoked {
 			return inst, revokedError(r.memberID)
 		}
-		if !inst.RefreshingSince.IsZero() && mark.Sub(inst.RefreshingSince) > a.cfg.StaleRefreshAfter {
+		now := a.now().UTC().Truncate(time.Microsecond)
+		if !inst.RefreshingSince.IsZero() && now.Sub(inst.RefreshingSince) > a.cfg.StaleRefreshAfter {
 			staleMark = true
+			mark = inst.RefreshingSince
+			return inst, errNoWrite
 		}
+		mark = now
 		inst.RefreshingSince = mark
 		return inst, nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errNoWrite) {
 		return cur, err
 	}
 
@@ -366,10 +376,11 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 			exErr = err
 			var rte *RefreshTokenError
 			if errors.As(err, &rte) && rte.Revoked() {
-				if staleMark {
+				if staleMark && ours {
 					rte.Description = joinDesc(rte.Description, "a refresh in flight was lost (a process died between the OAuth server's answer and the store write)")
 				}
 				inst.State = StateRevoked
+				inst.RefreshingSince = time.Time{} // a refresh still to come finds the revocation
 				inst.UpdatedAt = a.now().UTC()
 				revoked = inst
 				return inst, nil
@@ -381,6 +392,7 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 		}
 		next = p
 		wrote = true
+		inst.RefreshingSince = time.Time{} // the refresh is done: a refresh still to come adopts p
 		inst.OAuthParams = p
 		inst.State = StateActive
 		inst.UpdatedAt = a.now().UTC()
@@ -422,6 +434,7 @@ func (r *storeRefresher) persist(ctx context.Context, prev, next OAuthParams) er
 		}
 		inst.OAuthParams = next
 		inst.State = StateActive
+		inst.RefreshingSince = time.Time{} // this write ends the refresh that set it
 		inst.UpdatedAt = r.app.now().UTC()
 		return inst, nil
 	})

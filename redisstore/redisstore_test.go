@@ -31,15 +31,9 @@ func testClient(tb testing.TB) redis.UniversalClient {
 	if addr == "" {
 		tb.Skip(envRedis + " is not set: set it to a Redis address, e.g. 127.0.0.1:6379 or redis://127.0.0.1:6379/0, to run the redisstore tests")
 	}
-	var client redis.UniversalClient
-	if strings.Contains(addr, "://") {
-		opt, err := redis.ParseURL(addr)
-		if err != nil {
-			tb.Fatalf("%s: %v", envRedis, err)
-		}
-		client = redis.NewClient(opt)
-	} else {
-		client = redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr}})
+	client, err := dial()
+	if err != nil {
+		tb.Fatalf("%s: %v", envRedis, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -49,6 +43,19 @@ func testClient(tb testing.TB) redis.UniversalClient {
 	}
 	tb.Cleanup(func() { _ = client.Close() })
 	return client
+}
+
+// dial returns a client of the server named by B24OAUTH_TEST_REDIS, without contacting it.
+func dial() (redis.UniversalClient, error) {
+	addr := os.Getenv(envRedis)
+	if strings.Contains(addr, "://") {
+		opt, err := redis.ParseURL(addr)
+		if err != nil {
+			return nil, err
+		}
+		return redis.NewClient(opt), nil
+	}
+	return redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr}}), nil
 }
 
 // newPrefix returns a fresh key prefix whose keys are deleted when the test ends.

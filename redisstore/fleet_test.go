@@ -1,0 +1,37 @@
+package redisstore_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/b24go/b24oauth"
+	"github.com/b24go/b24oauth/internal/fleettest"
+	"github.com/b24go/b24oauth/redisstore"
+)
+
+// fleetLease is the lock lease of the fleet test's stores: short, so that the scenarios with a
+// killed lock holder wait little for it, and long enough for the live holders' renewals (every
+// third of it) on a busy machine.
+const fleetLease = 2 * time.Second
+
+// Several processes sharing a key prefix refresh a portal once per expiry, go on once the lease
+// of a killed lock holder ends, and turn a refresh lost in a crash into one revocation (see
+// fleettest).
+func TestFleet(t *testing.T) {
+	client := testClient(t) // skips without B24OAUTH_TEST_REDIS, fails if Redis is unreachable
+	fleettest.Run(t, fleettest.Config{
+		Setup: func(t *testing.T) string { return newPrefix(t, client) },
+		Open: func(prefix string) (b24oauth.TokenStore, func(), error) {
+			client, err := dial()
+			if err != nil {
+				return nil, nil, err
+			}
+			s, err := redisstore.New(client, redisstore.WithKeyPrefix(prefix), redisstore.WithLockLease(fleetLease))
+			if err != nil {
+				_ = client.Close()
+				return nil, nil, err
+			}
+			return s, func() { _ = client.Close() }, nil
+		},
+	})
+}
