@@ -298,6 +298,10 @@ func revokedError(memberID string) *RefreshTokenError {
 	}
 }
 
+// errRefreshElsewhere: a refresh was refused while another process's refresh of the same
+// portal was in flight; it is not a revocation.
+var errRefreshElsewhere = errors.New("b24oauth: another process is refreshing this portal")
+
 // errNoWrite makes a TokenStore.Update write nothing, on purpose.
 var errNoWrite = errors.New("b24oauth: nothing to write")
 
@@ -324,19 +328,21 @@ type storeRefresher struct {
 // only their own.
 func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange exchangeFunc) (OAuthParams, error) {
 	a, store := r.app, r.app.cfg.Store
-	var mark time.Time
-	staleMark := false
+	// Phase 1: mark the refresh as in flight, durably, before the OAuth server is asked. A mark
+	// already there is left alone: a stale one tells of a process that died mid-refresh, a fresh
+	// one of a refresh under way elsewhere.
+	var mark, staleMark time.Time // ours; a stale one found
 	err := store.Update(ctx, r.memberID, func(inst Installation) (Installation, error) {
 		if inst.State == StateRevoked {
 			return inst, revokedError(r.memberID)
 		}
-		now := a.now().UTC().Truncate(time.Microsecond)
-		if !inst.RefreshingSince.IsZero() && now.Sub(inst.RefreshingSince) > a.cfg.StaleRefreshAfter {
-			staleMark = true
-			mark = inst.RefreshingSince
+		if !inst.RefreshingSince.IsZero() {
+			if a.now().Sub(inst.RefreshingSince) > a.cfg.StaleRefreshAfter {
+				staleMark = inst.RefreshingSince
+			}
 			return inst, errNoWrite
 		}
-		mark = now
+		mark = a.now().UTC().Truncate(time.Microsecond)
 		inst.RefreshingSince = mark
 		return inst, nil
 	})
@@ -349,7 +355,7 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 	var revoked Installation
 	wrote := false
 	err = store.Update(ctx, r.memberID, func(inst Installation) (Installation, error) {
-		ours := inst.RefreshingSince.Equal(mark)
+		ours := !mark.IsZero() && inst.RefreshingSince.Equal(mark)
 		if ours {
 			inst.RefreshingSince = time.Time{}
 		}
@@ -376,7 +382,15 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 			exErr = err
 			var rte *RefreshTokenError
 			if errors.As(err, &rte) && rte.Revoked() {
-				if staleMark && ours {
+				if since := inst.RefreshingSince; !ours && !since.IsZero() && a.now().Sub(since) <= a.cfg.StaleRefreshAfter {
+					// Another process is refreshing, or holds a new pair it could not store
+					// yet: the refusal may be its doing. Not revoked; a later call finds its pair
+					// or, once its mark is stale, revokes.
+					exErr = &RefreshTokenError{MemberID: r.memberID, Status: rte.Status,
+						Description: "refused while another process refreshes this portal; retry later", Err: errRefreshElsewhere}
+					return inst, errNoWrite
+				}
+				if !staleMark.IsZero() && inst.RefreshingSince.Equal(staleMark) {
 					rte.Description = joinDesc(rte.Description, "a refresh in flight was lost (a process died between the OAuth server's answer and the store write)")
 				}
 				inst.State = StateRevoked

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -262,5 +263,71 @@ func TestStoreRefreshRetriedWriteClearsMark(t *testing.T) {
 	}
 	if n := fake.Refreshes(); n != 1 {
 		t.Errorf("%d refreshes; want 1", n)
+	}
+}
+
+// A refresh token refused while another process's refresh is in flight (its fresh mark is
+// there) is not taken for a revocation: that process may hold the new pair and not have
+// stored it yet. When it does, the refused process adopts it.
+func TestStoreRefreshRefusedDuringForeignRefreshIsNotRevocation(t *testing.T) {
+	ctx := context.Background()
+	fake := newFake(t)
+	p := fake.AddPortal()
+	mem := b24oauth.NewMemoryStore()
+	if err := mem.Save(ctx, b24oauth.Installation{OAuthParams: paramsFor(fake, p), State: b24oauth.StateActive}); err != nil {
+		t.Fatal(err)
+	}
+	// Process A marks its refresh and spends the stored refresh token, but has not stored the
+	// new pair yet.
+	if err := mem.Update(ctx, p.MemberID(), func(inst b24oauth.Installation) (b24oauth.Installation, error) {
+		inst.RefreshingSince = time.Now().UTC()
+		return inst, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	form := url.Values{"grant_type": {"refresh_token"}, "client_id": {fake.ClientID()}, "client_secret": {fake.ClientSecret()},
+		"refresh_token": {p.Tokens().RefreshToken}}
+	resp, err := fake.Client().PostForm(fake.OAuthOrigin()+"/oauth/token/", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("process A's refresh: HTTP %d", resp.StatusCode)
+	}
+	pairA := p.Tokens()
+
+	hooks := &revokedHooks{}
+	appB := newRefreshApp(t, fake, mem, hooks)
+	err = <-callProfile(appB, p.MemberID())
+	var rte *b24oauth.RefreshTokenError
+	if !errors.As(err, &rte) || rte.Revoked() {
+		t.Fatalf("process B: %v; want a *RefreshTokenError that is not a revocation", err)
+	}
+	got, err := mem.Load(ctx, p.MemberID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != b24oauth.StateActive || got.RefreshingSince.IsZero() {
+		t.Errorf("stored State %q, RefreshingSince %v; want active with A's mark kept", got.State, got.RefreshingSince)
+	}
+	if n := len(hooks.all()); n != 0 {
+		t.Errorf("OnRevoked ran %d times; want 0", n)
+	}
+
+	// A stores its pair; B's next call adopts it without asking the OAuth server.
+	if err := mem.Update(ctx, p.MemberID(), func(inst b24oauth.Installation) (b24oauth.Installation, error) {
+		inst.AccessToken, inst.RefreshToken, inst.Expires = pairA.AccessToken, pairA.RefreshToken, pairA.Expires.Unix()
+		inst.RefreshingSince = time.Time{}
+		return inst, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before := fake.TokenRequests()
+	if err := <-callProfile(appB, p.MemberID()); err != nil {
+		t.Fatalf("process B after A stored its pair: %v", err)
+	}
+	if n := fake.TokenRequests() - before; n != 0 {
+		t.Errorf("%d more token requests; want 0 (the stored pair is adopted)", n)
 	}
 }
