@@ -618,3 +618,17 @@ func TestFileStoreCrossProcessUpdate(t *testing.T) {
 		t.Errorf("counter after %d increments from %d processes = %d; lost updates", want, children+1, got.ExpiresIn)
 	}
 }
+
+func BenchmarkMemoryStoreUpdate(b *testing.B) {
+	storetest.BenchmarkUpdate(b, func(*testing.B) b24oauth.TokenStore { return b24oauth.NewMemoryStore() })
+}
+
+func BenchmarkFileStoreUpdate(b *testing.B) {
+	storetest.BenchmarkUpdate(b, func(b *testing.B) b24oauth.TokenStore {
+		s, err := b24oauth.NewFileStore(b.TempDir())
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	})
+}

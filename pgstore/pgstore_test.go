@@ -6,8 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"os"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -479,56 +477,5 @@ func TestCorruptRecord(t *testing.T) {
 }
 
 func BenchmarkUpdate(b *testing.B) {
-	for _, contenders := range []int{1, 32} {
-		b.Run("contenders="+strconv.Itoa(contenders), func(b *testing.B) {
-			pool := testPool(b, int32(contenders)+2)
-			s := newStore(b, pool)
-			if err := s.Save(context.Background(), installation("bench")); err != nil {
-				b.Fatal(err)
-			}
-			benchUpdate(b, s, "bench", contenders)
-		})
-	}
-}
-
-// benchUpdate runs b.N Updates of one member from contenders goroutines and reports the
-// median and 99th percentile latency of a single Update.
-func benchUpdate(b *testing.B, s b24oauth.TokenStore, member string, contenders int) {
-	var (
-		next atomic.Int64
-		mu   sync.Mutex
-		all  = make([]time.Duration, 0, b.N)
-		wg   sync.WaitGroup
-	)
-	b.ResetTimer()
-	for range contenders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var mine []time.Duration
-			for next.Add(1) <= int64(b.N) {
-				start := time.Now()
-				err := s.Update(context.Background(), member, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
-					cur.ExpiresIn++
-					return cur, nil
-				})
-				mine = append(mine, time.Since(start))
-				if err != nil {
-					b.Error(err)
-					return
-				}
-			}
-			mu.Lock()
-			all = append(all, mine...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	b.StopTimer()
-	if len(all) == 0 {
-		return
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	b.ReportMetric(float64(all[len(all)/2].Nanoseconds()), "p50-ns")
-	b.ReportMetric(float64(all[(len(all)*99+99)/100-1].Nanoseconds()), "p99-ns")
+	storetest.BenchmarkUpdate(b, func(b *testing.B) b24oauth.TokenStore { return newStore(b, testPool(b, 34)) })
 }
