@@ -171,17 +171,26 @@ func (a *App) ClientForMember(ctx context.Context, memberID string) (*B24OAuth, 
 		a.mu.Unlock()
 		return nil, errAppClosed
 	}
+	var cached *B24OAuth
 	if el, ok := a.entries[memberID]; ok {
 		a.lru.MoveToFront(el)
-		if c := el.Value.(*portalEntry).client; c != nil {
-			a.mu.Unlock()
-			if err := c.failFastErr(); err != nil {
-				return nil, err
-			}
-			return c, nil
-		}
+		cached = el.Value.(*portalEntry).client
 	}
 	a.mu.Unlock()
+	if cached != nil {
+		err := cached.failFastErr()
+		if err == nil {
+			return cached, nil
+		}
+		if !isRevoked(err) {
+			return nil, err
+		}
+		// Revoked: the store says whether a reinstall, maybe received by another process, has
+		// made the portal active again. No request reaches the OAuth server.
+		if err := a.recheckRevoked(ctx, memberID, cached, err); err != nil {
+			return nil, err
+		}
+	}
 	ch := a.building.DoChan(memberID, func() (any, error) {
 		return a.build(context.WithoutCancel(ctx), memberID)
 	})
@@ -193,6 +202,47 @@ func (a *App) ClientForMember(ctx context.Context, memberID string) (*B24OAuth, 
 		return r.Val.(*B24OAuth), nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+// recheckRevoked is ClientForMember for a cached client that failed with the revoked error
+// revErr: it returns revErr while the store still says StateRevoked; once the portal was
+// installed again it lets c call again and drops it from the cache, so that the caller builds a
+// client from the stored pair.
+func (a *App) recheckRevoked(ctx context.Context, memberID string, c *B24OAuth, revErr error) error {
+	inst, err := a.cfg.Store.Load(ctx, memberID)
+	switch {
+	case errors.Is(err, ErrNotInstalled):
+		a.evict(memberID)
+		return err
+	case err != nil:
+		return err
+	case inst.State == StateRevoked:
+		return revErr
+	}
+	reviveClient(c)
+	a.mu.Lock()
+	if el, ok := a.entries[memberID]; ok {
+		if e := el.Value.(*portalEntry); e.client == c {
+			e.client = nil
+		}
+	}
+	a.mu.Unlock()
+	return nil
+}
+
+// isRevoked reports whether err is the error of a revoked installation.
+func isRevoked(err error) bool {
+	var rte *RefreshTokenError
+	return errors.As(err, &rte) && rte.Revoked()
+}
+
+// reviveClient lets c, failing fast because its installation was revoked, call again after a
+// reinstall: its next call finds its pair stale and adopts the stored one. Any other reason to
+// fail fast (destroyed, uninstalled) stays.
+func reviveClient(c *B24OAuth) {
+	if p := c.failFast.Load(); p != nil && isRevoked(*p) {
+		c.failFast.CompareAndSwap(p, nil)
 	}
 }
 
@@ -243,13 +293,21 @@ func (a *App) build(ctx context.Context, memberID string) (*B24OAuth, error) {
 // forget drops memberID's cached client after an install or update, so the next
 // ClientForMember builds one from the stored tokens; the portal keeps its limiter. A client
 // handed out earlier still works: its next refresh adopts the stored pair.
+//
+// A client that failed fast because the installation was revoked may call again: the event
+// made the installation active.
 func (a *App) forget(memberID string) {
 	a.mu.Lock()
+	var c *B24OAuth
 	if el, ok := a.entries[memberID]; ok {
-		el.Value.(*portalEntry).client = nil
+		e := el.Value.(*portalEntry)
+		c, e.client = e.client, nil
 	}
 	a.mu.Unlock()
 	a.building.Forget(memberID)
+	if c != nil {
+		reviveClient(c)
+	}
 }
 
 // evict removes memberID after an uninstall: a client handed out earlier fails with
