@@ -369,6 +369,9 @@ type storeRefresher struct {
 	// write the successor of: the store still holds a spent pair, and the client's pair is
 	// the live one.
 	unsavedFrom string
+	// unsavedMark is the RefreshingSince mark that refresh left in the store with the unsaved
+	// pair; the write that stores the pair clears it.
+	unsavedMark time.Time
 }
 
 // refresh marks the installation as refreshing (so a crash between the OAuth server's answer
@@ -395,9 +398,11 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 	var next OAuthParams
 	var exErr error
 	var revoked Installation
-	wrote := false
+	var storedRefresh string // the refresh token the store holds, until our write succeeds
+	wrote, ours := false, false
 	err = store.Update(ctx, r.memberID, func(inst Installation) (Installation, error) {
-		ours := inst.RefreshingSince.Equal(mark)
+		storedRefresh = inst.RefreshToken
+		ours = inst.RefreshingSince.Equal(mark)
 		if ours {
 			inst.RefreshingSince = time.Time{}
 		}
@@ -457,9 +462,15 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 	case err != nil && !errors.Is(err, errNoWrite):
 		if wrote {
 			// The OAuth server rotated the pair: it is the only valid one now. Keep it.
+			// The store still holds what fn read, which may be a pair newer than cur that we
+			// refreshed: persist must recognize that one.
 			r.mu.Lock()
 			if r.unsavedFrom == "" {
-				r.unsavedFrom = cur.RefreshToken
+				r.unsavedFrom = storedRefresh
+				r.unsavedMark = time.Time{}
+				if ours {
+					r.unsavedMark = mark
+				}
 			}
 			r.mu.Unlock()
 			return next, &persistError{err: err}
@@ -472,7 +483,7 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 // persist writes next, which replaced prev, unless the store already moved on.
 func (r *storeRefresher) persist(ctx context.Context, prev, next OAuthParams) error {
 	r.mu.Lock()
-	from := r.unsavedFrom
+	from, mark := r.unsavedFrom, r.unsavedMark
 	r.mu.Unlock()
 	err := r.app.cfg.Store.Update(ctx, r.memberID, func(inst Installation) (Installation, error) {
 		if inst.RefreshToken != prev.RefreshToken && inst.RefreshToken != from {
@@ -481,13 +492,16 @@ func (r *storeRefresher) persist(ctx context.Context, prev, next OAuthParams) er
 		inst.OAuthParams = next
 		inst.State = StateActive
 		inst.UpdatedAt = r.app.now().UTC()
+		if !mark.IsZero() && inst.RefreshingSince.Equal(mark) {
+			inst.RefreshingSince = time.Time{} // the refresh it marked is complete now
+		}
 		return inst, nil
 	})
 	if err != nil && !errors.Is(err, errNoWrite) {
 		return err
 	}
 	r.mu.Lock()
-	r.unsavedFrom = ""
+	r.unsavedFrom, r.unsavedMark = "", time.Time{}
 	r.mu.Unlock()
 	return nil
 }
