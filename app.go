@@ -78,9 +78,14 @@ type App struct {
 	mu       sync.Mutex
 	entries  map[string]*list.Element // member_id → *portalEntry in lru
 	lru      *list.List               // front: most recently used
+	flights  map[string]*buildFlight  // member_id → its build in progress
 	closed   bool
 	building singleflight.Group
 }
+
+// buildFlight is one attempt of a build. An event that changes or removes the installation
+// while the attempt runs marks it stale: what it loaded is outdated, so it loads again.
+type buildFlight struct{ stale bool }
 
 // portalEntry is one cached portal: its client and the limiter every client of it shares.
 type portalEntry struct {
@@ -123,6 +128,7 @@ func NewApp(cfg AppConfig) (*App, error) {
 		now:         time.Now,
 		entries:     make(map[string]*list.Element),
 		lru:         list.New(),
+		flights:     make(map[string]*buildFlight),
 	}
 	if a.log == nil {
 		a.log = slog.Default()
@@ -246,14 +252,60 @@ func reviveClient(c *B24OAuth) {
 	}
 }
 
-// build loads memberID's installation and caches a client for it.
+// build loads memberID's installation and caches a client for it. It runs once at a time per
+// member (the singleflight group); it loads again when an event handled meanwhile made what it
+// loaded outdated, so that it never caches a client of a replaced or deleted installation.
 func (a *App) build(ctx context.Context, memberID string) (*B24OAuth, error) {
-	inst, err := a.cfg.Store.Load(ctx, memberID)
-	if err != nil {
+	for {
+		a.mu.Lock()
+		if a.closed {
+			a.mu.Unlock()
+			return nil, errAppClosed
+		}
+		// A caller that missed the cache just before an earlier build filled it.
+		if el, ok := a.entries[memberID]; ok {
+			if c := el.Value.(*portalEntry).client; c != nil && c.failFastErr() == nil {
+				a.mu.Unlock()
+				return c, nil
+			}
+		}
+		f := &buildFlight{}
+		a.flights[memberID] = f
+		a.mu.Unlock()
+		c, err := a.buildOnce(ctx, memberID, f)
+		if err == errStaleBuild {
+			continue
+		}
+		return c, err
+	}
+}
+
+// errStaleBuild makes build load again.
+var errStaleBuild = errors.New("b24oauth: the installation changed during the build")
+
+// buildOnce is one attempt of build, registered as f.
+func (a *App) buildOnce(ctx context.Context, memberID string, f *buildFlight) (*B24OAuth, error) {
+	// done ends the attempt under a.mu: a stale attempt's result, error or client, is dropped.
+	done := func() bool {
+		if a.flights[memberID] == f {
+			delete(a.flights, memberID)
+		}
+		return f.stale
+	}
+	fail := func(err error) (*B24OAuth, error) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if done() {
+			return nil, errStaleBuild
+		}
 		return nil, err
 	}
+	inst, err := a.cfg.Store.Load(ctx, memberID)
+	if err != nil {
+		return fail(err)
+	}
 	if inst.State == StateRevoked {
-		return nil, revokedError(memberID)
+		return fail(revokedError(memberID))
 	}
 	a.mu.Lock()
 	var lim *limiter
@@ -268,10 +320,13 @@ func (a *App) build(ctx context.Context, memberID string) (*B24OAuth, error) {
 	opts = append(opts, a.cfg.ClientOptions...)
 	c, err := New(inst.OAuthParams, a.secret, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("b24oauth: stored installation of %s: %w", memberID, err)
+		return fail(fmt.Errorf("b24oauth: stored installation of %s: %w", memberID, err))
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if done() {
+		return nil, errStaleBuild
+	}
 	if a.closed {
 		return nil, errAppClosed
 	}
@@ -303,8 +358,10 @@ func (a *App) forget(memberID string) {
 		e := el.Value.(*portalEntry)
 		c, e.client = e.client, nil
 	}
+	if f := a.flights[memberID]; f != nil {
+		f.stale = true
+	}
 	a.mu.Unlock()
-	a.building.Forget(memberID)
 	if c != nil {
 		reviveClient(c)
 	}
@@ -320,8 +377,10 @@ func (a *App) evict(memberID string) {
 		a.lru.Remove(el)
 		delete(a.entries, memberID)
 	}
+	if f := a.flights[memberID]; f != nil {
+		f.stale = true
+	}
 	a.mu.Unlock()
-	a.building.Forget(memberID)
 	if c != nil {
 		c.invalidate(ErrNotInstalled)
 	}
