@@ -40,7 +40,6 @@ func newFileStore(t testing.TB, dir string) *b24oauth.FileStore {
 	return s
 }
 
-
 func testInstallation(member string, n int64) b24oauth.Installation {
 	return b24oauth.Installation{
 		OAuthParams: b24oauth.OAuthParams{
