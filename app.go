@@ -170,7 +170,9 @@ func NewApp(cfg AppConfig) (*App, error) {
 //
 // It returns ErrNotInstalled when the app is not installed on that portal, and a
 // *RefreshTokenError when the installation was revoked (StateRevoked) until the app is
-// reinstalled. The client is shared by every caller of the same portal: do not Destroy it.
+// reinstalled; neither asks the OAuth server. A portal revoked by another process sharing the
+// store keeps its cached client until that client's next call, which fails the same way after
+// reading the store. The client is shared by every caller of the same portal: do not Destroy it.
 func (a *App) ClientForMember(ctx context.Context, memberID string) (*B24OAuth, error) {
 	a.mu.Lock()
 	if a.closed {
