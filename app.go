@@ -78,9 +78,14 @@ type App struct {
 	mu       sync.Mutex
 	entries  map[string]*list.Element // member_id → *portalEntry in lru
 	lru      *list.List               // front: most recently used
+	flights  map[string]*buildFlight  // member_id → its build in progress
 	closed   bool
 	building singleflight.Group
 }
+
+// buildFlight is one attempt of a build. An event that changes or removes the installation
+// while the attempt runs marks it stale: what it loaded is outdated, so it loads again.
+type buildFlight struct{ stale bool }
 
 // portalEntry is one cached portal: its client and the limiter every client of it shares.
 type portalEntry struct {
@@ -123,6 +128,7 @@ func NewApp(cfg AppConfig) (*App, error) {
 		now:         time.Now,
 		entries:     make(map[string]*list.Element),
 		lru:         list.New(),
+		flights:     make(map[string]*buildFlight),
 	}
 	if a.log == nil {
 		a.log = slog.Default()
@@ -164,24 +170,35 @@ func NewApp(cfg AppConfig) (*App, error) {
 //
 // It returns ErrNotInstalled when the app is not installed on that portal, and a
 // *RefreshTokenError when the installation was revoked (StateRevoked) until the app is
-// reinstalled. The client is shared by every caller of the same portal: do not Destroy it.
+// reinstalled; neither asks the OAuth server. A portal revoked by another process sharing the
+// store keeps its cached client until that client's next call, which fails the same way after
+// reading the store. The client is shared by every caller of the same portal: do not Destroy it.
 func (a *App) ClientForMember(ctx context.Context, memberID string) (*B24OAuth, error) {
 	a.mu.Lock()
 	if a.closed {
 		a.mu.Unlock()
 		return nil, errAppClosed
 	}
+	var cached *B24OAuth
 	if el, ok := a.entries[memberID]; ok {
 		a.lru.MoveToFront(el)
-		if c := el.Value.(*portalEntry).client; c != nil {
-			a.mu.Unlock()
-			if err := c.failFastErr(); err != nil {
-				return nil, err
-			}
-			return c, nil
-		}
+		cached = el.Value.(*portalEntry).client
 	}
 	a.mu.Unlock()
+	if cached != nil {
+		err := cached.failFastErr()
+		if err == nil {
+			return cached, nil
+		}
+		if !isRevoked(err) {
+			return nil, err
+		}
+		// Revoked: the store says whether a reinstall, maybe received by another process, has
+		// made the portal active again. No request reaches the OAuth server.
+		if err := a.recheckRevoked(ctx, memberID, cached, err); err != nil {
+			return nil, err
+		}
+	}
 	ch := a.building.DoChan(memberID, func() (any, error) {
 		return a.build(context.WithoutCancel(ctx), memberID)
 	})
@@ -196,14 +213,101 @@ func (a *App) ClientForMember(ctx context.Context, memberID string) (*B24OAuth, 
 	}
 }
 
-// build loads memberID's installation and caches a client for it.
-func (a *App) build(ctx context.Context, memberID string) (*B24OAuth, error) {
+// recheckRevoked is ClientForMember for a cached client that failed with the revoked error
+// revErr: it returns revErr while the store still says StateRevoked; once the portal was
+// installed again it lets c call again and drops it from the cache, so that the caller builds a
+// client from the stored pair.
+func (a *App) recheckRevoked(ctx context.Context, memberID string, c *B24OAuth, revErr error) error {
 	inst, err := a.cfg.Store.Load(ctx, memberID)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrNotInstalled):
+		a.evict(memberID)
+		return err
+	case err != nil:
+		return err
+	case inst.State == StateRevoked:
+		return revErr
+	}
+	reviveClient(c)
+	a.mu.Lock()
+	if el, ok := a.entries[memberID]; ok {
+		if e := el.Value.(*portalEntry); e.client == c {
+			e.client = nil
+		}
+	}
+	a.mu.Unlock()
+	return nil
+}
+
+// isRevoked reports whether err is the error of a revoked installation.
+func isRevoked(err error) bool {
+	var rte *RefreshTokenError
+	return errors.As(err, &rte) && rte.Revoked()
+}
+
+// reviveClient lets c, failing fast because its installation was revoked, call again after a
+// reinstall: its next call finds its pair stale and adopts the stored one. Any other reason to
+// fail fast (destroyed, uninstalled) stays.
+func reviveClient(c *B24OAuth) {
+	if p := c.failFast.Load(); p != nil && isRevoked(*p) {
+		c.failFast.CompareAndSwap(p, nil)
+	}
+}
+
+// build loads memberID's installation and caches a client for it. It runs once at a time per
+// member (the singleflight group); it loads again when an event handled meanwhile made what it
+// loaded outdated, so that it never caches a client of a replaced or deleted installation.
+func (a *App) build(ctx context.Context, memberID string) (*B24OAuth, error) {
+	for {
+		a.mu.Lock()
+		if a.closed {
+			a.mu.Unlock()
+			return nil, errAppClosed
+		}
+		// A caller that missed the cache just before an earlier build filled it.
+		if el, ok := a.entries[memberID]; ok {
+			if c := el.Value.(*portalEntry).client; c != nil && c.failFastErr() == nil {
+				a.mu.Unlock()
+				return c, nil
+			}
+		}
+		f := &buildFlight{}
+		a.flights[memberID] = f
+		a.mu.Unlock()
+		c, err := a.buildOnce(ctx, memberID, f)
+		if err == errStaleBuild {
+			continue
+		}
+		return c, err
+	}
+}
+
+// errStaleBuild makes build load again.
+var errStaleBuild = errors.New("b24oauth: the installation changed during the build")
+
+// buildOnce is one attempt of build, registered as f.
+func (a *App) buildOnce(ctx context.Context, memberID string, f *buildFlight) (*B24OAuth, error) {
+	// done ends the attempt under a.mu: a stale attempt's result, error or client, is dropped.
+	done := func() bool {
+		if a.flights[memberID] == f {
+			delete(a.flights, memberID)
+		}
+		return f.stale
+	}
+	fail := func(err error) (*B24OAuth, error) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if done() {
+			return nil, errStaleBuild
+		}
 		return nil, err
 	}
+	inst, err := a.cfg.Store.Load(ctx, memberID)
+	if err != nil {
+		return fail(err)
+	}
 	if inst.State == StateRevoked {
-		return nil, revokedError(memberID)
+		return fail(revokedError(memberID))
 	}
 	a.mu.Lock()
 	var lim *limiter
@@ -218,10 +322,13 @@ func (a *App) build(ctx context.Context, memberID string) (*B24OAuth, error) {
 	opts = append(opts, a.cfg.ClientOptions...)
 	c, err := New(inst.OAuthParams, a.secret, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("b24oauth: stored installation of %s: %w", memberID, err)
+		return fail(fmt.Errorf("b24oauth: stored installation of %s: %w", memberID, err))
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if done() {
+		return nil, errStaleBuild
+	}
 	if a.closed {
 		return nil, errAppClosed
 	}
@@ -243,13 +350,23 @@ func (a *App) build(ctx context.Context, memberID string) (*B24OAuth, error) {
 // forget drops memberID's cached client after an install or update, so the next
 // ClientForMember builds one from the stored tokens; the portal keeps its limiter. A client
 // handed out earlier still works: its next refresh adopts the stored pair.
+//
+// A client that failed fast because the installation was revoked may call again: the event
+// made the installation active.
 func (a *App) forget(memberID string) {
 	a.mu.Lock()
+	var c *B24OAuth
 	if el, ok := a.entries[memberID]; ok {
-		el.Value.(*portalEntry).client = nil
+		e := el.Value.(*portalEntry)
+		c, e.client = e.client, nil
+	}
+	if f := a.flights[memberID]; f != nil {
+		f.stale = true
 	}
 	a.mu.Unlock()
-	a.building.Forget(memberID)
+	if c != nil {
+		reviveClient(c)
+	}
 }
 
 // evict removes memberID after an uninstall: a client handed out earlier fails with
@@ -262,8 +379,10 @@ func (a *App) evict(memberID string) {
 		a.lru.Remove(el)
 		delete(a.entries, memberID)
 	}
+	if f := a.flights[memberID]; f != nil {
+		f.stale = true
+	}
 	a.mu.Unlock()
-	a.building.Forget(memberID)
 	if c != nil {
 		c.invalidate(ErrNotInstalled)
 	}
@@ -353,8 +472,10 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 	var next OAuthParams
 	var exErr error
 	var revoked Installation
+	var storedRefresh string // the refresh token the store holds, until our write succeeds
 	wrote := false
 	err = store.Update(ctx, r.memberID, func(inst Installation) (Installation, error) {
+		storedRefresh = inst.RefreshToken
 		ours := !mark.IsZero() && inst.RefreshingSince.Equal(mark)
 		if ours {
 			inst.RefreshingSince = time.Time{}
@@ -425,9 +546,11 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 	case err != nil && !errors.Is(err, errNoWrite):
 		if wrote {
 			// The OAuth server rotated the pair: it is the only valid one now. Keep it.
+			// The store still holds what fn read, which may be a pair newer than cur that we
+			// refreshed: persist must recognize that one.
 			r.mu.Lock()
 			if r.unsavedFrom == "" {
-				r.unsavedFrom = cur.RefreshToken
+				r.unsavedFrom = storedRefresh
 			}
 			r.mu.Unlock()
 			return next, &persistError{err: err}

@@ -312,9 +312,10 @@ func (a *App) checkEndpoints(p *OAuthParams) error {
 	if p.ServerEndpoint == "" {
 		p.ServerEndpoint = a.oauthServers[0] + "/rest/"
 	}
-	u, err := url.Parse(p.ServerEndpoint)
-	if err != nil || u.Host == "" || u.User != nil {
-		return badRequest("auth[server_endpoint] is not a valid URL")
+	// The same rules as New's, so that a stored installation always builds a client.
+	u, err := parseEndpoint(p.ServerEndpoint, a.cfg.InsecureHTTP)
+	if err != nil {
+		return badRequest("auth[server_endpoint] is not a valid endpoint")
 	}
 	origin := strings.ToLower(u.Scheme + "://" + u.Host)
 	for _, s := range a.oauthServers {

@@ -1,0 +1,141 @@
+package b24oauth_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/b24go/b24oauth"
+	"github.com/b24go/b24oauth/b24test"
+)
+
+// checkingStore is a MemoryStore that checks every installation written to it and counts the
+// writes.
+type checkingStore struct {
+	*b24oauth.MemoryStore
+	fake *b24test.Server
+
+	mu       sync.Mutex
+	writes   int
+	problems []string
+}
+
+var validMemberID = regexp.MustCompile(`^[0-9A-Za-z]{8,64}$`)
+
+func (s *checkingStore) check(inst b24oauth.Installation) {
+	var problems []string
+	if !validMemberID.MatchString(inst.MemberID) {
+		problems = append(problems, fmt.Sprintf("invalid member_id %q stored", inst.MemberID))
+	}
+	if u, err := url.Parse(inst.ServerEndpoint); err != nil || u.Scheme+"://"+u.Host != s.fake.OAuthOrigin() {
+		problems = append(problems, fmt.Sprintf("untrusted server_endpoint %q stored", inst.ServerEndpoint))
+	}
+	if want := "https://" + inst.Domain + "/rest/"; inst.ClientEndpoint != want {
+		problems = append(problems, fmt.Sprintf("client_endpoint %q stored for domain %q", inst.ClientEndpoint, inst.Domain))
+	}
+	secret := b24oauth.OAuthSecret{ClientID: s.fake.ClientID(), ClientSecret: s.fake.ClientSecret()}
+	if _, err := b24oauth.New(inst.OAuthParams, secret, fakeOptions(s.fake)...); err != nil {
+		problems = append(problems, fmt.Sprintf("stored installation builds no client: %v", err))
+	}
+	s.mu.Lock()
+	s.writes++
+	s.problems = append(s.problems, problems...)
+	s.mu.Unlock()
+}
+
+func (s *checkingStore) Save(ctx context.Context, inst b24oauth.Installation) error {
+	s.check(inst)
+	return s.MemoryStore.Save(ctx, inst)
+}
+
+func (s *checkingStore) Update(ctx context.Context, memberID string, fn func(b24oauth.Installation) (b24oauth.Installation, error)) error {
+	return s.MemoryStore.Update(ctx, memberID, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+		next, err := fn(cur)
+		if err == nil {
+			s.check(next)
+		}
+		return next, err
+	})
+}
+
+func (s *checkingStore) state() (int, []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.problems
+	s.problems = nil
+	return s.writes, p
+}
+
+// FuzzInstallHandler sends arbitrary form bodies and query strings to the install handler of an
+// App that knows two portals. The handler must not panic, must answer 200 or an error status,
+// must write nothing when it rejects a request, and must never store an installation with an
+// invalid member_id, an untrusted OAuth server, a client endpoint not on its domain, or one New
+// refuses.
+func FuzzInstallHandler(f *testing.F) {
+	fake := newFake(f)
+	store := &checkingStore{MemoryStore: b24oauth.NewMemoryStore(), fake: fake}
+	cfg := appConfig(fake, store)
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := b24oauth.NewApp(cfg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { a.Close() })
+	h := a.InstallHandler()
+
+	known, stranger := fake.AddPortal(), fake.AddPortal()
+	if rec := known.InstallEvent().Send(h); rec.Code != http.StatusOK {
+		f.Fatalf("installing the known portal: %d %s", rec.Code, rec.Body)
+	}
+	add := func(ev b24test.Event) { f.Add(ev.Query.Encode(), ev.Form.Encode()) }
+	add(known.InstallEvent())
+	add(known.UpdateEvent("2"))
+	add(known.InstallPage())
+	add(stranger.InstallEvent())
+	add(stranger.InstallPage())
+	add(known.UninstallEvent(true))
+	forged := known.InstallEvent()
+	forged.Form.Set("auth[application_token]", strings.Repeat("0", 32))
+	add(forged)
+	other := forged
+	other.Form = url.Values{}
+	for k, v := range forged.Form {
+		other.Form[k] = v
+	}
+	other.Form.Set("auth[refresh_token]", stranger.Tokens().RefreshToken)
+	add(other)
+	f.Add("DOMAIN=x.example.com&PROTOCOL=1", "AUTH_ID=a&REFRESH_ID=b&member_id=0123456789abcdef&AUTH_EXPIRES=1")
+	f.Add("", "event=ONAPPINSTALL&auth[member_id]=..%2Fx")
+	f.Add("%zz", "")
+
+	f.Fuzz(func(t *testing.T, query, body string) {
+		writes, _ := store.state()
+		req := httptest.NewRequest(http.MethodPost, "/install", strings.NewReader(body))
+		req.URL.RawQuery = query
+		req.Header.Set("Content-Type", formType)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+
+		after, problems := store.state()
+		for _, p := range problems {
+			t.Error(p)
+		}
+		switch code := rec.Code; {
+		case code == http.StatusOK:
+		case code >= 400 && code < 600:
+			if after != writes {
+				t.Errorf("status %d, but the store saw %d writes", code, after-writes)
+			}
+		default:
+			t.Errorf("status %d, want 200, 4xx or 5xx", code)
+		}
+	})
+}
