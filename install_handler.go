@@ -193,8 +193,17 @@ func (a *App) verifiedReinstall(ctx context.Context, inst Installation) (Install
 	if err != nil {
 		return inst, forbidden
 	}
-	p, err := c.exchangeHTTP(ctx, inst.OAuthParams)
-	if err != nil || p.MemberID != inst.MemberID {
+	// The OAuth server's reply must name the event's portal itself: a reply without a
+	// member_id proves nothing.
+	r, status, err := c.requestToken(ctx, inst.OAuthParams)
+	if err == nil && r.MemberID != inst.MemberID {
+		err = fmt.Errorf("the OAuth server answered for member_id %q", clip(r.MemberID))
+	}
+	var p OAuthParams
+	if err == nil {
+		p, err = c.applyReply(inst.OAuthParams, r.handler(), int64(r.UserID), status)
+	}
+	if err != nil {
 		a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: an event with another application_token failed verification",
 			slog.String("member_id", inst.MemberID), slog.Any("error", err))
 		return inst, forbidden

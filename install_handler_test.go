@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/jarcoal/httpmock"
 
 	"github.com/b24go/b24oauth"
 	"github.com/b24go/b24oauth/b24test"
@@ -530,4 +531,42 @@ func readAll(t *testing.T, resp *http.Response) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// An event with another application_token is verified by the OAuth server's reply naming the
+// event's member_id; a reply that names none proves nothing and is refused.
+func TestInstallHandlerVerificationNeedsMemberID(t *testing.T) {
+	ctx := context.Background()
+	hc, mt := mockClient(t)
+	store := b24oauth.NewMemoryStore()
+	app, err := b24oauth.NewApp(b24oauth.AppConfig{ClientID: testSecretPair.ClientID, ClientSecret: testSecret, Store: store, HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := b24oauth.Installation{OAuthParams: testParams(), State: b24oauth.StateActive}
+	if err := store.Save(ctx, stored); err != nil {
+		t.Fatal(err)
+	}
+	reply := tokenReply("attacker-access", "attacker-refresh")
+	delete(reply, "member_id")
+	mt.RegisterResponder("POST", "https://oauth.bitrix.info/oauth/token/", httpmock.NewJsonResponderOrPanic(200, reply))
+	form := url.Values{
+		"event": {"ONAPPINSTALL"}, "auth[member_id]": {testMember}, "auth[application_token]": {"ffffffffffffffffffffffffffffffff"},
+		"auth[access_token]": {"forged-access"}, "auth[refresh_token]": {"forged-refresh"}, "auth[domain]": {"acme.bitrix24.com"},
+		"auth[client_endpoint]": {"https://acme.bitrix24.com/rest/"}, "auth[server_endpoint]": {"https://oauth.bitrix.info/rest/"},
+	}
+	rec := serveForm(app.InstallHandler(), http.MethodPost, "/install", "application/x-www-form-urlencoded", form.Encode())
+	if rec.Code != http.StatusForbidden {
+		t.Fatalf("status %d (%s), want 403", rec.Code, rec.Body)
+	}
+	if mt.GetTotalCallCount() != 1 {
+		t.Fatalf("OAuth server calls = %d, want the one verification", mt.GetTotalCallCount())
+	}
+	got, err := store.Load(ctx, testMember)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(stored, got); diff != "" {
+		t.Errorf("the stored installation changed (-want +got):\n%s", diff)
+	}
 }

@@ -299,17 +299,28 @@ type tokenReply struct {
 
 var errNoRefreshToken = errors.New("b24oauth: no refresh token")
 
-// exchangeHTTP POSTs cur's refresh token to the portal's OAuth server, if that server is trusted.
+// exchangeHTTP POSTs cur's refresh token to the portal's OAuth server, if that server is
+// trusted, and returns cur updated with the reply.
 func (b *B24OAuth) exchangeHTTP(ctx context.Context, cur OAuthParams) (OAuthParams, error) {
+	r, status, err := b.requestToken(ctx, cur)
+	if err != nil {
+		return cur, err
+	}
+	return b.applyReply(cur, r.handler(), int64(r.UserID), status)
+}
+
+// requestToken runs the refresh_token grant for cur and returns the OAuth server's reply.
+func (b *B24OAuth) requestToken(ctx context.Context, cur OAuthParams) (tokenReply, int, error) {
+	var r tokenReply
 	origin, err := b.oauthOrigin(cur.ServerEndpoint)
 	if err != nil {
-		return cur, &RefreshTokenError{MemberID: cur.MemberID, Err: err}
+		return r, 0, &RefreshTokenError{MemberID: cur.MemberID, Err: err}
 	}
 	if cur.RefreshToken == "" {
-		return cur, &RefreshTokenError{MemberID: cur.MemberID, Err: errNoRefreshToken}
+		return r, 0, &RefreshTokenError{MemberID: cur.MemberID, Err: errNoRefreshToken}
 	}
 	if b.secret.ClientID == "" || b.secret.ClientSecret == "" {
-		return cur, &RefreshTokenError{MemberID: cur.MemberID, Err: errors.New("b24oauth: OAuthSecret has no client id or secret")}
+		return r, 0, &RefreshTokenError{MemberID: cur.MemberID, Err: errors.New("b24oauth: OAuthSecret has no client id or secret")}
 	}
 	form := url.Values{
 		"grant_type":    {"refresh_token"},
@@ -320,38 +331,41 @@ func (b *B24OAuth) exchangeHTTP(ctx context.Context, cur OAuthParams) (OAuthPara
 	// POST, not GET: the secret and the refresh token stay out of URLs and so out of access logs.
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, origin+"/oauth/token/", strings.NewReader(form.Encode()))
 	if err != nil {
-		return cur, &RefreshTokenError{MemberID: cur.MemberID, Err: err}
+		return r, 0, &RefreshTokenError{MemberID: cur.MemberID, Err: err}
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
 	resp, err := b.HTTPClient().Do(req)
 	if err != nil {
-		return cur, &RefreshTokenError{MemberID: cur.MemberID, Err: err}
+		return r, 0, &RefreshTokenError{MemberID: cur.MemberID, Err: err}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return cur, &RefreshTokenError{MemberID: cur.MemberID, Status: resp.StatusCode, Err: err}
+		return r, resp.StatusCode, &RefreshTokenError{MemberID: cur.MemberID, Status: resp.StatusCode, Err: err}
 	}
-	var r tokenReply
 	jsonErr := json.Unmarshal(body, &r)
 	if resp.StatusCode != http.StatusOK || r.Error != "" {
 		e := &RefreshTokenError{Code: r.Error, Description: r.ErrorDescription, Status: resp.StatusCode, MemberID: cur.MemberID}
 		if jsonErr != nil {
 			e.Description = "unexpected reply from the OAuth server"
 		}
-		return cur, e
+		return r, resp.StatusCode, e
 	}
 	if jsonErr != nil {
-		return cur, &RefreshTokenError{MemberID: cur.MemberID, Status: resp.StatusCode, Err: fmt.Errorf("b24oauth: invalid JSON from the OAuth server: %w", jsonErr)}
+		return r, resp.StatusCode, &RefreshTokenError{MemberID: cur.MemberID, Status: resp.StatusCode, Err: fmt.Errorf("b24oauth: invalid JSON from the OAuth server: %w", jsonErr)}
 	}
-	h := HandlerRefreshAuth{
+	return r, resp.StatusCode, nil
+}
+
+// handler is the reply as a HandlerRefreshAuth.
+func (r tokenReply) handler() HandlerRefreshAuth {
+	return HandlerRefreshAuth{
 		AccessToken: r.AccessToken, RefreshToken: r.RefreshToken,
 		Expires: int64(r.Expires), ExpiresIn: int64(r.ExpiresIn),
 		ClientEndpoint: r.ClientEndpoint, ServerEndpoint: r.ServerEndpoint,
 		MemberID: r.MemberID, Scope: r.Scope, Domain: r.Domain, Status: r.Status,
 	}
-	return b.applyReply(cur, h, int64(r.UserID), resp.StatusCode)
 }
 
 // applyReply returns cur updated with every field of a refresh reply.
