@@ -80,10 +80,10 @@ func (i Installation) LogValue() slog.Value {
 //     atomically: no other Update or Save of the same member_id, in this process or in any other
 //     process sharing the store, interleaves with it. If fn returns an error, nothing is written
 //     and Update returns that error unchanged. Update of an absent member_id returns
-//     ErrNotInstalled without calling fn. fn must not change MemberID. Once fn has returned a
-//     record, the store writes it even if ctx ends meanwhile (fn may have spent a single-use
-//     refresh token to produce it): only a failure of the store itself loses it, and then
-//     Update returns an error.
+//     ErrNotInstalled without calling fn. fn must not change MemberID: a store refuses such a
+//     record with an error and writes nothing. Once fn has returned a record, the store writes
+//     it even if ctx ends meanwhile (fn may have spent a single-use refresh token to produce
+//     it): only a failure of the store itself loses it, and then Update returns an error.
 //   - Every method honours its context's cancellation and deadline.
 type TokenStore interface {
 	// Load returns the installation of memberID, or ErrNotInstalled.

@@ -154,36 +154,6 @@ func TestStoresLockWaitHonoursContext(t *testing.T) {
 	}
 }
 
-// fn must not change MemberID: both stores refuse to write such a record anywhere.
-func TestStoresUpdateRefusesMemberIDChange(t *testing.T) {
-	for name, s := range map[string]b24oauth.TokenStore{
-		"memory": b24oauth.NewMemoryStore(),
-		"file":   newFileStore(t, t.TempDir()),
-	} {
-		t.Run(name, func(t *testing.T) {
-			ctx := context.Background()
-			want := testInstallation(testMember, 1)
-			if err := s.Save(ctx, want); err != nil {
-				t.Fatal(err)
-			}
-			err := s.Update(ctx, testMember, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
-				cur.MemberID = "another-member"
-				cur.ExpiresIn = 2
-				return cur, nil
-			})
-			if err == nil || errors.Is(err, b24oauth.ErrNotInstalled) {
-				t.Errorf("Update whose fn changed MemberID = %v; want an error", err)
-			}
-			if got, err := s.Load(ctx, testMember); err != nil || got.ExpiresIn != 1 {
-				t.Errorf("Load = ExpiresIn %d, %v; want the record unchanged", got.ExpiresIn, err)
-			}
-			if _, err := s.Load(ctx, "another-member"); !errors.Is(err, b24oauth.ErrNotInstalled) {
-				t.Errorf("Load(another-member) = %v; want ErrNotInstalled", err)
-			}
-		})
-	}
-}
-
 func TestFileStorePermissions(t *testing.T) {
 	if runtime.GOOS == "windows" || runtime.GOOS == "plan9" || runtime.GOOS == "js" || runtime.GOOS == "wasip1" {
 		t.Skip("no Unix permission bits")

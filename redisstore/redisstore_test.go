@@ -384,40 +384,6 @@ func TestLeaseRenewedWhileFnRuns(t *testing.T) {
 	}
 }
 
-// fn's result is written even when the context ends while fn runs: it may hold a refresh
-// token that was just rotated.
-func TestUpdateWritesAfterContextEndsInFn(t *testing.T) {
-	s := newStore(t, testClient(t))
-	mustSave(t, s, installation("m1"))
-	ctx, cancel := context.WithCancel(context.Background())
-	err := s.Update(ctx, "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) {
-		cancel()
-		cur.RefreshToken = "rotated"
-		return cur, nil
-	})
-	if err != nil {
-		t.Fatalf("Update: %v", err)
-	}
-	if got := mustLoad(t, s, "m1"); got.RefreshToken != "rotated" {
-		t.Errorf("RefreshToken = %q; want rotated", got.RefreshToken)
-	}
-}
-
-func TestUpdateRefusesMemberIDChange(t *testing.T) {
-	s := newStore(t, testClient(t))
-	mustSave(t, s, installation("m1"))
-	err := s.Update(context.Background(), "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) {
-		cur.MemberID = "m2"
-		return cur, nil
-	})
-	if err == nil {
-		t.Fatal("Update that changed MemberID succeeded")
-	}
-	if _, err := s.Load(context.Background(), "m2"); !errors.Is(err, b24oauth.ErrNotInstalled) {
-		t.Errorf("Load(m2) = %v; want ErrNotInstalled", err)
-	}
-}
-
 // A record that does not decode is an error, never ErrNotInstalled.
 func TestCorruptRecord(t *testing.T) {
 	client := testClient(t)

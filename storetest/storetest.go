@@ -66,6 +66,8 @@ func Run(t *testing.T, newStore func(t *testing.T) b24oauth.TokenStore) {
 		{"UpdateAbsent", s.updateAbsent},
 		{"UpdatePersists", s.updatePersists},
 		{"UpdateFnError", s.updateFnError},
+		{"UpdateWritesAfterContextEndsInFn", s.updateWritesAfterContextEndsInFn},
+		{"UpdateRefusesMemberIDChange", s.updateRefusesMemberIDChange},
 		{"UpdateAtomic", s.updateAtomic},
 		{"SaveWaitsForUpdate", s.saveWaitsForUpdate},
 		{"ManyMembersParallel", s.manyMembersParallel},
@@ -338,6 +340,46 @@ func (s *suite) updateFnError(t *testing.T) {
 }
 
 // increment is an Update fn adding 1 to ExpiresIn, the counter of the concurrency tests.
+// updateWritesAfterContextEndsInFn: once fn has returned a record, it is written even if the
+// context ended while fn ran (fn may have spent a single-use refresh token to produce it).
+func (s *suite) updateWritesAfterContextEndsInFn(t *testing.T) {
+	st := s.newStore(t)
+	member := memberID(1)
+	mustSave(t, st, fullInstallation(member, 1))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	err := st.Update(ctx, member, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+		cancel()
+		cur.RefreshToken = "rotated"
+		return cur, nil
+	})
+	if err != nil {
+		t.Fatalf("Update whose context ended while fn ran: %v; want the record written", err)
+	}
+	if got := mustLoad(t, st, member); got.RefreshToken != "rotated" {
+		t.Errorf("RefreshToken = %q; want rotated", got.RefreshToken)
+	}
+}
+
+// updateRefusesMemberIDChange: fn must not change MemberID; a store refuses such a record
+// and writes nothing, under either member_id.
+func (s *suite) updateRefusesMemberIDChange(t *testing.T) {
+	st := s.newStore(t)
+	m1, m2 := memberID(1), memberID(2)
+	want := fullInstallation(m1, 1)
+	mustSave(t, st, want)
+	err := st.Update(context.Background(), m1, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+		cur.MemberID = m2
+		cur.AccessToken = "changed"
+		return cur, nil
+	})
+	if err == nil {
+		t.Fatal("an Update that changed MemberID succeeded")
+	}
+	checkEqual(t, "the record after a refused Update", want, mustLoad(t, st, m1))
+	checkAbsent(t, st, m2)
+}
+
 func increment(cur b24oauth.Installation) (b24oauth.Installation, error) {
 	cur.ExpiresIn++
 	return cur, nil
