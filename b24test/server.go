@@ -33,8 +33,9 @@ const (
 // httptest TLS server that routes by the Host header. Create it with
 // NewServer and stop it with Close. All methods are safe for concurrent use.
 type Server struct {
-	ts  *httptest.Server
-	cfg config
+	ts     *httptest.Server
+	client *http.Client
+	cfg    config
 
 	mu            sync.Mutex
 	portals       map[string]*Portal // by member_id
@@ -186,17 +187,42 @@ func NewServer(opts ...Option) *Server {
 		durations: map[string]time.Duration{},
 		appIDHex:  randHex(4),
 	}
-	s.ts = httptest.NewTLSServer(http.HandlerFunc(s.serveHTTP))
+	cert, err := serverCertificate()
+	if err != nil {
+		panic("b24test: making the TLS certificate: " + err.Error())
+	}
+	s.ts = httptest.NewUnstartedServer(http.HandlerFunc(s.serveHTTP))
+	s.ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	s.ts.StartTLS()
+	s.client = routedClient(s.ts)
 	return s
 }
 
+// routedClient returns a client of ts (trusting its certificate) that sends every request for
+// example.com or *.example.com to ts, whatever port the URL names.
+func routedClient(ts *httptest.Server) *http.Client {
+	tr := ts.Client().Transport.(*http.Transport).Clone()
+	addr := ts.Listener.Addr().String()
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	tr.DialContext = func(ctx context.Context, network, hostport string) (net.Conn, error) {
+		if host, _, err := net.SplitHostPort(hostport); err == nil && (host == "example.com" || strings.HasSuffix(host, ".example.com")) {
+			hostport = addr
+		}
+		return d.DialContext(ctx, network, hostport)
+	}
+	return &http.Client{Transport: tr}
+}
+
 // Close shuts the server down.
-func (s *Server) Close() { s.ts.Close() }
+func (s *Server) Close() {
+	s.client.CloseIdleConnections()
+	s.ts.Close()
+}
 
 // Client returns an *http.Client that trusts the server's certificate and
 // sends every request for example.com or *.example.com (port 443) to the
 // fake, so the portals' and OAuth server's real-looking URLs just work.
-func (s *Server) Client() *http.Client { return s.ts.Client() }
+func (s *Server) Client() *http.Client { return s.client }
 
 // URL returns the server's raw address, https://127.0.0.1:port.
 func (s *Server) URL() string { return s.ts.URL }
