@@ -48,6 +48,7 @@ type ValidationError struct {
 	Message string `json:"message"`
 }
 
+// Error describes the reply: method, code, HTTP status, description and validation errors.
 func (e *APIError) Error() string {
 	var b strings.Builder
 	b.WriteString("b24oauth: ")
@@ -105,6 +106,7 @@ type RefreshTokenError struct {
 	Err         error  // the underlying cause (network error, ErrUntrustedEndpoint, ...), if any
 }
 
+// Error describes the failure: member_id, OAuth error code, HTTP status, description and cause.
 func (e *RefreshTokenError) Error() string {
 	var b strings.Builder
 	b.WriteString("b24oauth: token refresh failed")
