@@ -46,6 +46,7 @@ type Store struct {
 	prefix           string
 	lease            time.Duration
 	pollMin, pollMax time.Duration
+	local            localLocks // this process's turn at a member's Redis lock
 }
 
 var _ b24oauth.TokenStore = (*Store)(nil)
@@ -151,6 +152,11 @@ func (s *Store) Save(ctx context.Context, inst b24oauth.Installation) error {
 	if err != nil {
 		return fmt.Errorf("redisstore: save %q: %w", inst.MemberID, err)
 	}
+	unlock, err := s.local.lock(ctx, inst.MemberID)
+	if err != nil {
+		return fmt.Errorf("redisstore: save %q: %w", inst.MemberID, err)
+	}
+	defer unlock()
 	token, err := s.acquire(ctx, inst.MemberID)
 	if err != nil {
 		return fmt.Errorf("redisstore: save %q: %w", inst.MemberID, err)
@@ -183,6 +189,11 @@ func (s *Store) Delete(ctx context.Context, memberID string) error {
 // has ended meanwhile (within a 10s bound of its own), because fn may have spent a single-use
 // refresh token that only its result records.
 func (s *Store) Update(ctx context.Context, memberID string, fn func(cur b24oauth.Installation) (b24oauth.Installation, error)) error {
+	unlock, err := s.local.lock(ctx, memberID)
+	if err != nil {
+		return fmt.Errorf("redisstore: update %q: %w", memberID, err)
+	}
+	defer unlock()
 	token, err := s.acquire(ctx, memberID)
 	if err != nil {
 		return fmt.Errorf("redisstore: update %q: %w", memberID, err)

@@ -434,3 +434,46 @@ func TestOptionsValidated(t *testing.T) {
 func BenchmarkUpdate(b *testing.B) {
 	storetest.BenchmarkUpdate(b, func(b *testing.B) b24oauth.TokenStore { return newStore(b, testClient(b)) })
 }
+
+// Goroutines of one process queue for a member before its Redis lock, and a waiter in that
+// queue still gives up when its context ends.
+func TestLocalQueueHonoursContext(t *testing.T) {
+	s := newStore(t, testClient(t))
+	mustSave(t, s, installation("m1"))
+	inFn, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Update(context.Background(), "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+			close(inFn)
+			<-release
+			cur.ExpiresIn = 7
+			return cur, nil
+		})
+	}()
+	<-inFn
+	ctx, cancel := context.WithCancel(context.Background())
+	waiting := make(chan error, 1)
+	go func() {
+		waiting <- s.Update(ctx, "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+			return cur, errors.New("fn of a cancelled Update ran")
+		})
+	}()
+	cancel()
+	if err := <-waiting; !errors.Is(err, context.Canceled) {
+		t.Fatalf("queued Update after cancel = %v; want context.Canceled", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := mustLoad(t, s, "m1"); got.ExpiresIn != 7 {
+		t.Errorf("ExpiresIn = %d; want 7", got.ExpiresIn)
+	}
+	// The queue is empty again: the next Update goes straight through.
+	if err := s.Update(context.Background(), "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) { return cur, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.LocalLockCount(); n != 0 {
+		t.Errorf("%d local lock entries left; want 0", n)
+	}
+}
