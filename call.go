@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -133,8 +134,9 @@ func (b *B24OAuth) post(ctx context.Context, ver APIVersion, p *OAuthParams, met
 	} else {
 		u = p.ClientEndpoint + method
 	}
-	wrote := false
-	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { wrote = true }}
+	// The transport reports from its own goroutine whether the request reached the wire.
+	var wrote atomic.Bool
+	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Store(true) }}
 	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodPost, u, bytes.NewReader(withAuth(payload, p.AccessToken)))
 	if err != nil {
 		return nil, nil, false, err
@@ -143,7 +145,7 @@ func (b *B24OAuth) post(ctx context.Context, ver APIVersion, p *OAuthParams, met
 	req.Header.Set("Accept", "application/json")
 	resp, err := b.HTTPClient().Do(req)
 	if err != nil {
-		return nil, nil, wrote || !isDialError(err), err
+		return nil, nil, wrote.Load() || !isDialError(err), err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
