@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"strings"
@@ -160,14 +161,16 @@ func (b *B24OAuth) post(ctx context.Context, ver APIVersion, p *OAuthParams, met
 	return r, nil, true, nil
 }
 
-// isDialError reports a failure to connect at all, which leaves nothing sent.
+// isDialError reports a failure to connect at all (DNS, dial, certificate), which leaves
+// nothing sent.
 func isDialError(err error) bool {
-	var tlsErr *tls.CertificateVerificationError
-	if errors.As(err, &tlsErr) {
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
 		return true
 	}
-	return strings.Contains(err.Error(), "dial tcp") || strings.Contains(err.Error(), "connection refused") ||
-		strings.Contains(err.Error(), "no such host")
+	var dnsErr *net.DNSError
+	var certErr *tls.CertificateVerificationError
+	return errors.As(err, &dnsErr) || errors.As(err, &certErr)
 }
 
 // envelope is a REST reply of either version. Its time block is decoded into plain fields on
