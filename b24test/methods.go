@@ -388,14 +388,20 @@ func inList(list []string, s string) bool {
 }
 
 func mDealList(c *callCtx, params *phpArray) (any, *Error) {
-	page, next, total := query(c.p.deals, parseV2Filter(pArray(params, "filter")), parseV2Order(pArray(params, "order")), startParam(params), pageSize)
+	return listPage(c, params, c.p.deals, dealRow), nil
+}
+
+// listPage answers a v2 list method over all: filter, order, start and select as the
+// portal reads them, next and total in the envelope, each row shaped by row.
+func listPage(c *callCtx, params *phpArray, all []record, row func(record, []string) map[string]any) []any {
+	page, next, total := query(all, parseV2Filter(pArray(params, "filter")), parseV2Order(pArray(params, "order")), startParam(params), pageSize)
 	sel := selectFields(params)
 	rows := make([]any, 0, len(page))
-	for _, d := range page {
-		rows = append(rows, dealRow(d, sel))
+	for _, r := range page {
+		rows = append(rows, row(r, sel))
 	}
 	c.next, c.total = next, total
-	return rows, nil
+	return rows
 }
 
 func (p *Portal) findDeal(id int) (int, deal) {
@@ -540,14 +546,7 @@ func taskRow(t task, sel []string) map[string]any {
 }
 
 func mTaskList(c *callCtx, params *phpArray) (any, *Error) {
-	page, next, total := query(c.p.tasks, parseV2Filter(pArray(params, "filter")), parseV2Order(pArray(params, "order")), startParam(params), pageSize)
-	sel := selectFields(params)
-	rows := make([]any, 0, len(page))
-	for _, t := range page {
-		rows = append(rows, taskRow(t, sel))
-	}
-	c.next, c.total = next, total
-	return map[string]any{"tasks": rows}, nil
+	return map[string]any{"tasks": listPage(c, params, c.p.tasks, taskRow)}, nil
 }
 
 func mTaskGet(c *callCtx, params *phpArray) (any, *Error) {
