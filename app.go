@@ -53,6 +53,11 @@ type AppConfig struct {
 	InstallPageHTML []byte
 	// ClientOptions are applied to every client ClientForMember builds, after the App's own.
 	ClientOptions []Option
+	// EventTimeout bounds the work of one lifecycle event (verification at the OAuth server and
+	// the portal, the store write): a store lock held by a stalled replica cannot hold the
+	// handler, and Bitrix24's queue, for longer. 0: 20 seconds. A write of a pair that cost a
+	// single-use refresh token is given its own EventTimeout, even when the sender hung up.
+	EventTimeout time.Duration
 	// StaleRefreshAfter is how old a "refresh in flight" mark must be for the next refresh to
 	// treat it as left by a crashed process; 0: one minute.
 	StaleRefreshAfter time.Duration
@@ -81,6 +86,10 @@ type App struct {
 	flights  map[string]*buildFlight  // member_id → its build in progress
 	closed   bool
 	building singleflight.Group
+
+	verifyGate     *verifyGate
+	noRedirectOnce sync.Once
+	noRedirect     *http.Client
 }
 
 // buildFlight is one attempt of a build. An event that changes or removes the installation
@@ -116,6 +125,9 @@ func NewApp(cfg AppConfig) (*App, error) {
 	if cfg.MaxEventBytes <= 0 {
 		cfg.MaxEventBytes = 64 << 10
 	}
+	if cfg.EventTimeout <= 0 {
+		cfg.EventTimeout = 20 * time.Second
+	}
 	if cfg.StaleRefreshAfter <= 0 {
 		cfg.StaleRefreshAfter = time.Minute
 	}
@@ -129,6 +141,7 @@ func NewApp(cfg AppConfig) (*App, error) {
 		entries:     make(map[string]*list.Element),
 		lru:         list.New(),
 		flights:     make(map[string]*buildFlight),
+		verifyGate:  newVerifyGate(),
 	}
 	if a.log == nil {
 		a.log = slog.Default()
@@ -345,6 +358,16 @@ func (a *App) buildOnce(ctx context.Context, memberID string, f *buildFlight) (*
 		delete(a.entries, oldest.Value.(*portalEntry).memberID)
 	}
 	return c, nil
+}
+
+// portalLimiter returns the rate limiter of memberID's portal: the cached one, else a new one.
+func (a *App) portalLimiter(memberID string) *limiter {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if el, ok := a.entries[memberID]; ok {
+		return el.Value.(*portalEntry).limiter
+	}
+	return newLimiter(a.restriction)
 }
 
 // forget drops memberID's cached client after an install or update, so the next

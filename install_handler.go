@@ -27,20 +27,33 @@ const (
 //
 // It answers 200 once the installation is durably stored (for the install page, with a small
 // HTML page that calls BX24.installFinish()), 4xx with a short plain-text reason for a malformed
-// or forged request, and 503 when the store fails; a rejected request writes nothing.
+// (400), forged (403) or too frequent (429) request, and 503 when the store, the OAuth server or
+// the portal cannot be reached; a rejected request writes nothing.
 //
-// A new member_id is stored. A known member_id is updated when the event's application_token
-// matches the stored one (compared in constant time). With a different application_token the
-// event is accepted only after its refresh token was exchanged at a trusted OAuth server and the
-// reply names the same member_id (a reinstall whose uninstall event was lost); the exchanged pair
-// is stored. Otherwise the answer is 403 and the stored installation is untouched.
+// Nothing in the event is trusted before Bitrix24 confirms it:
+//   - the trusted OAuth server's app.info must vouch for the event's access token: issued to this
+//     application (client_id) for the event's member_id. The portal's domain and client endpoint
+//     are taken from that reply, and must be the event's;
+//   - the portal must say that the token's user is an administrator (user.admin);
+//   - an event with another application_token than the stored installation's (a reinstall whose
+//     uninstall event was lost) replaces it only when the stored pair no longer works at the
+//     OAuth server, which is what an uninstall leaves behind;
+//   - an event whose pair is older than the stored one (a replay) does not replace it.
+//
+// Verification costs one app.info request to the OAuth server and one user.admin request to
+// the portal per event (and, for a reinstall, one more app.info with the stored token). It is
+// bounded per portal and per App, so forged events cannot flood the OAuth server. The handler
+// gives up after AppConfig.EventTimeout, but a write of a pair that cost a single-use refresh
+// token always completes.
 func (a *App) InstallHandler() http.Handler { return http.HandlerFunc(a.serveInstall) }
 
 // UninstallHandler returns the handler for ONAPPUNINSTALL events. When the event's
-// application_token matches the stored one (constant-time), the installation is deleted, its
-// cached client evicted (a client handed out earlier fails with ErrNotInstalled from then on),
-// and OnUninstall runs. A missing or different token is 403 and deletes nothing; an unknown
-// member_id is 200 with nothing to do.
+// application_token matches the stored one (constant-time), and the OAuth server no longer
+// accepts the stored tokens (an uninstall revokes them all: a user who learnt the application
+// token from an app page cannot pass for Bitrix24), the installation is deleted, its cached
+// client evicted (a client handed out earlier fails with ErrNotInstalled from then on), and
+// OnUninstall runs. A missing or different token is 403 and deletes nothing; a malformed event
+// is 400; a well-formed event for an unknown member_id is 200 with nothing to do.
 func (a *App) UninstallHandler() http.Handler { return http.HandlerFunc(a.serveUninstall) }
 
 // eventError is a rejected request: its HTTP status and a short reason for the sender.
@@ -95,7 +108,7 @@ func (a *App) serveInstall(w http.ResponseWriter, r *http.Request) {
 		a.reject(w, r, e)
 		return
 	}
-	page := form.Get("event") == "" && form.Has("AUTH_ID")
+	page := !form.Has("event") && form.Has("AUTH_ID")
 	var inst Installation
 	var err error
 	if page {
@@ -110,16 +123,23 @@ func (a *App) serveInstall(w http.ResponseWriter, r *http.Request) {
 		a.reject(w, r, asEventError(err))
 		return
 	}
-	stored, err := a.storeInstall(r.Context(), inst)
+	// The work outlives a sender that hangs up (a verification may spend a single-use refresh
+	// token, whose successor must be stored), but not EventTimeout.
+	hookCtx := context.WithoutCancel(r.Context())
+	ctx, cancel := context.WithTimeout(hookCtx, a.cfg.EventTimeout)
+	defer cancel()
+	stored, changed, err := a.storeInstall(ctx, inst, form.Get("event") == EventAppUpdate)
 	if err != nil {
 		a.reject(w, r, asEventError(err))
 		return
 	}
-	a.forget(stored.MemberID)
-	a.log.LogAttrs(r.Context(), slog.LevelInfo, "b24oauth: installation stored",
-		slog.String("member_id", stored.MemberID), slog.String("domain", stored.Domain), slog.String("version", stored.Version))
-	if a.cfg.OnInstall != nil {
-		a.cfg.OnInstall(r.Context(), stored)
+	if changed {
+		a.forget(stored.MemberID)
+		a.log.LogAttrs(ctx, slog.LevelInfo, "b24oauth: installation stored",
+			slog.String("member_id", stored.MemberID), slog.String("domain", stored.Domain), slog.String("version", stored.Version))
+		if a.cfg.OnInstall != nil {
+			a.cfg.OnInstall(hookCtx, stored)
+		}
 	}
 	if page {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -152,72 +172,92 @@ func asEventError(err error) *eventError {
 	return &eventError{http.StatusServiceUnavailable, "installation store unavailable"}
 }
 
-// storeInstall writes inst (see InstallHandler for the rules) and returns what was stored.
-func (a *App) storeInstall(ctx context.Context, inst Installation) (Installation, error) {
+// storeInstall verifies ev (see InstallHandler for the rules) and writes it; update says ev is
+// an ONAPPUPDATE. It returns what is stored, and whether the event changed anything (a replay
+// of an older event does not).
+func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (Installation, bool, error) {
+	v, err := a.verifyInstall(ctx, ev)
+	if err != nil {
+		if v.spent {
+			// Verification exchanged the event's refresh token and then failed: the new pair
+			// is not ours to store, and the event was not Bitrix24's word anyway.
+			a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: install event refused after its refresh token was exchanged",
+				slog.String("member_id", ev.MemberID))
+		}
+		return ev, false, err
+	}
+	if v.spent {
+		// The only live pair is v.inst's now: its write must not depend on the request.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.EventTimeout)
+		defer cancel()
+		ctx = wctx
+	}
+	inst := v.inst
 	store := a.cfg.Store
 	var stored Installation
-	err := store.Update(ctx, inst.MemberID, func(cur Installation) (Installation, error) {
-		if !tokensEqual(cur.ApplicationToken, inst.ApplicationToken) {
-			return cur, ErrAppTokenMismatch
+	changed := true
+	var after error // refuse the event, though fn wrote (a stored pair it had to refresh)
+	err = store.Update(ctx, inst.MemberID, func(cur Installation) (Installation, error) {
+		stored, changed, after = Installation{}, true, nil
+		if cur.State != StateRevoked && olderPair(inst.OAuthParams, cur.OAuthParams) {
+			// A replayed or late event: the stored pair is newer. Keep it.
+			changed = false
+			stored = cur
+			return cur, errNoWrite
+		}
+		// Another installation is stored (another application_token) and the event is not an
+		// update (which may rotate the token): a reinstall, so the stored pair must be dead. An
+		// event without an application token (an older install page) claims no other
+		// installation, and a stored installation without one takes the verified event's.
+		if cur.ApplicationToken != "" && inst.ApplicationToken != "" && !update && !tokensEqual(cur.ApplicationToken, inst.ApplicationToken) {
+			state, next, err := a.storedPairState(ctx, cur)
+			if err != nil {
+				return cur, err
+			}
+			if state == pairAlive {
+				a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: install event with another application_token refused: the installed tokens still work",
+					slog.String("member_id", inst.MemberID))
+				if next != nil { // the check spent the stored refresh token: keep its successor
+					cur.OAuthParams = *next
+					cur.RefreshingSince = time.Time{}
+					cur.UpdatedAt = a.now().UTC()
+					after = errStoredPairAlive
+					return cur, nil
+				}
+				return cur, errStoredPairAlive
+			}
 		}
 		stored = merge(cur, inst)
 		return stored, nil
 	})
 	switch {
+	case err == nil && after != nil:
+		return stored, false, after
 	case err == nil:
-		return stored, nil
+		return stored, true, nil
+	case errors.Is(err, errNoWrite):
+		return stored, changed, nil
 	case errors.Is(err, ErrNotInstalled):
 		if err := store.Save(ctx, inst); err != nil {
 			a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: storing an installation failed",
 				slog.String("member_id", inst.MemberID), slog.Any("error", err))
-			return inst, err
+			return inst, false, err
 		}
-		return inst, nil
-	case errors.Is(err, ErrAppTokenMismatch):
-		return a.verifiedReinstall(ctx, inst)
+		return inst, true, nil
 	default:
-		a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: storing an installation failed",
-			slog.String("member_id", inst.MemberID), slog.Any("error", err))
-		return inst, err
+		var ee *eventError
+		if !errors.As(err, &ee) {
+			a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: storing an installation failed",
+				slog.String("member_id", inst.MemberID), slog.Any("error", err))
+		}
+		return inst, false, err
 	}
 }
 
-// verifiedReinstall accepts an event for a known member_id with another application_token only
-// if the OAuth server, given the event's refresh token, answers for that very member_id.
-func (a *App) verifiedReinstall(ctx context.Context, inst Installation) (Installation, error) {
-	forbidden := &eventError{http.StatusForbidden, "application_token does not match the installation"}
-	if inst.RefreshToken == "" {
-		return inst, forbidden
-	}
-	c, err := New(inst.OAuthParams, a.secret, a.clientOpts...)
-	if err != nil {
-		return inst, forbidden
-	}
-	// The OAuth server's reply must name the event's portal itself: a reply without a
-	// member_id proves nothing.
-	r, status, err := c.requestToken(ctx, inst.OAuthParams)
-	if err == nil && r.MemberID != inst.MemberID {
-		err = fmt.Errorf("the OAuth server answered for member_id %q", clip(r.MemberID))
-	}
-	var p OAuthParams
-	if err == nil {
-		p, err = c.applyReply(inst.OAuthParams, r.handler(), int64(r.UserID), status)
-	}
-	if err != nil {
-		a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: an event with another application_token failed verification",
-			slog.String("member_id", inst.MemberID), slog.Any("error", err))
-		return inst, forbidden
-	}
-	inst.OAuthParams = p
-	var stored Installation
-	err = a.cfg.Store.Update(ctx, inst.MemberID, func(cur Installation) (Installation, error) {
-		stored = merge(cur, inst)
-		return stored, nil
-	})
-	if errors.Is(err, ErrNotInstalled) { // uninstalled meanwhile: store it as new
-		stored, err = inst, a.cfg.Store.Save(ctx, inst)
-	}
-	return stored, err
+// olderPair reports whether ev's pair was issued before cur's: its access token is another and
+// expires earlier.
+func olderPair(ev, cur OAuthParams) bool {
+	return ev.AccessToken != cur.AccessToken && ev.Expires > 0 && cur.Expires > 0 && ev.Expires < cur.Expires
 }
 
 // merge returns the stored installation updated by an install or update event.
@@ -249,24 +289,14 @@ func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request) {
 		a.reject(w, r, e)
 		return
 	}
-	if ev := form.Get("event"); !strings.EqualFold(ev, EventAppUninstall) {
-		a.reject(w, r, badRequest("event %q is not handled here; want %s", clip(ev), EventAppUninstall))
+	memberID, appToken, e := a.parseUninstall(form)
+	if e != nil {
+		a.reject(w, r, e)
 		return
 	}
-	memberID, appToken := form.Get("auth[member_id]"), form.Get("auth[application_token]")
-	if err := checkID("auth[member_id]", memberID); err != nil {
-		a.reject(w, r, err)
-		return
-	}
-	if appToken == "" {
-		a.reject(w, r, &eventError{http.StatusForbidden, "missing auth[application_token]"})
-		return
-	}
-	if err := checkID("auth[application_token]", appToken); err != nil {
-		a.reject(w, r, err)
-		return
-	}
-	ctx := r.Context()
+	hookCtx := context.WithoutCancel(r.Context())
+	ctx, cancel := context.WithTimeout(hookCtx, a.cfg.EventTimeout)
+	defer cancel()
 	inst, err := a.cfg.Store.Load(ctx, memberID)
 	switch {
 	case errors.Is(err, ErrNotInstalled):
@@ -283,6 +313,34 @@ func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request) {
 		a.reject(w, r, &eventError{http.StatusForbidden, "application_token does not match the installation"})
 		return
 	}
+	// An uninstall revokes every token of the app on the portal: stored tokens that still work
+	// mean the event is not Bitrix24's (the application token is shown to every user who opens
+	// an app page). Bounded like install verification.
+	release, err := a.verifyGate.enter(ctx, memberID)
+	if err != nil {
+		a.reject(w, r, asEventError(err))
+		return
+	}
+	state, next, err := a.storedPairState(ctx, inst)
+	release()
+	if next != nil {
+		// The check spent the stored refresh token: store its successor whatever follows.
+		if werr := a.persistChecked(ctx, inst, *next); werr != nil {
+			a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: storing a refreshed pair failed", slog.String("member_id", memberID), slog.Any("error", werr))
+		}
+	}
+	switch {
+	case err != nil:
+		// The OAuth server could not tell: an uninstall is not refused for that (Bitrix24 does
+		// not resend events), but it is logged.
+		a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: could not check the stored tokens of an uninstalled portal; uninstalling",
+			slog.String("member_id", memberID))
+	case state == pairAlive:
+		a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: uninstall event refused: the installed tokens still work",
+			slog.String("member_id", memberID))
+		a.reject(w, r, &eventError{http.StatusForbidden, "the installation's tokens still work: not an uninstall"})
+		return
+	}
 	if err := a.cfg.Store.Delete(ctx, memberID); err != nil {
 		a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: deleting an installation failed", slog.String("member_id", memberID), slog.Any("error", err))
 		a.reject(w, r, &eventError{http.StatusServiceUnavailable, "installation store unavailable"})
@@ -292,10 +350,71 @@ func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request) {
 	clean := form.Get("data[CLEAN]") == "1"
 	a.log.LogAttrs(ctx, slog.LevelInfo, "b24oauth: installation removed", slog.String("member_id", memberID), slog.Bool("clean", clean))
 	if a.cfg.OnUninstall != nil {
-		a.cfg.OnUninstall(ctx, inst, clean)
+		a.cfg.OnUninstall(hookCtx, inst, clean)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = w.Write([]byte("ok\n"))
+}
+
+// persistChecked writes next, the successor of cur's pair that a check had to exchange for,
+// unless the store moved on meanwhile.
+func (a *App) persistChecked(ctx context.Context, cur Installation, next OAuthParams) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.EventTimeout)
+	defer cancel()
+	err := a.cfg.Store.Update(ctx, cur.MemberID, func(inst Installation) (Installation, error) {
+		if inst.RefreshToken != cur.RefreshToken {
+			return inst, errNoWrite
+		}
+		inst.OAuthParams = next
+		inst.RefreshingSince = time.Time{}
+		inst.UpdatedAt = a.now().UTC()
+		return inst, nil
+	})
+	if errors.Is(err, errNoWrite) || errors.Is(err, ErrNotInstalled) {
+		return nil
+	}
+	return err
+}
+
+// parseUninstall validates an ONAPPUNINSTALL event in full before the store is consulted.
+func (a *App) parseUninstall(form url.Values) (memberID, appToken string, e *eventError) {
+	if ev := form.Get("event"); ev != EventAppUninstall {
+		if ev == "" {
+			return "", "", badRequest("missing event")
+		}
+		return "", "", badRequest("event %q is not handled here; want %s", clip(ev), EventAppUninstall)
+	}
+	memberID, appToken = form.Get("auth[member_id]"), form.Get("auth[application_token]")
+	if e := checkEventMemberID("auth[member_id]", memberID); e != nil {
+		return "", "", e
+	}
+	if appToken == "" {
+		return "", "", &eventError{http.StatusForbidden, "missing auth[application_token]"}
+	}
+	if e := checkAppToken("auth[application_token]", appToken); e != nil {
+		return "", "", e
+	}
+	p := OAuthParams{
+		Domain:         form.Get("auth[domain]"),
+		ClientEndpoint: form.Get("auth[client_endpoint]"),
+		ServerEndpoint: form.Get("auth[server_endpoint]"),
+	}
+	if p.Domain != "" || p.ClientEndpoint != "" {
+		if !validHost(p.Domain) {
+			return "", "", badRequest("invalid auth[domain]")
+		}
+		if err := a.checkEndpoints(&p); err != nil {
+			return "", "", asEventError(err)
+		}
+	} else if p.ServerEndpoint != "" {
+		if _, err := a.trustedOAuthOrigin(p.ServerEndpoint); err != nil {
+			return "", "", badRequest("auth[server_endpoint] is not a trusted OAuth server")
+		}
+	}
+	if v := form.Get("data[CLEAN]"); v != "" && v != "0" && v != "1" {
+		return "", "", badRequest("invalid data[CLEAN]")
+	}
+	return memberID, appToken, nil
 }
 
 // checkEndpoints enforces that client_endpoint is https://<domain>/rest/ and that the OAuth
@@ -339,7 +458,7 @@ func (a *App) checkEndpoints(p *OAuthParams) error {
 // PHP bracket keys (auth[access_token], data[VERSION]). Unknown keys are ignored.
 func parseInstallEvent(form url.Values, now time.Time) (Installation, error) {
 	ev := form.Get("event")
-	if !strings.EqualFold(ev, EventAppInstall) && !strings.EqualFold(ev, EventAppUpdate) {
+	if ev != EventAppInstall && ev != EventAppUpdate {
 		if ev == "" {
 			return Installation{}, badRequest("missing event")
 		}
@@ -419,11 +538,11 @@ func finishInstall(inst Installation, now time.Time, prefix string) (Installatio
 		return prefix + k + "]"
 	}
 	p := &inst.OAuthParams
-	if err := checkID(name("member_id"), p.MemberID); err != nil {
+	if err := checkEventMemberID(name("member_id"), p.MemberID); err != nil {
 		return inst, err
 	}
 	if prefix != "" || p.ApplicationToken != "" {
-		if err := checkID(name("application_token"), p.ApplicationToken); err != nil {
+		if err := checkAppToken(name("application_token"), p.ApplicationToken); err != nil {
 			return inst, err
 		}
 	}
@@ -436,12 +555,10 @@ func finishInstall(inst Installation, now time.Time, prefix string) (Installatio
 	if p.Domain == "" {
 		return inst, badRequest("missing %s", name("domain"))
 	}
-	if u, err := url.Parse("https://" + p.Domain + "/"); err != nil || u.Host != p.Domain || strings.ContainsAny(p.Domain, "/\\@?#") {
+	if !validHost(p.Domain) {
 		return inst, badRequest("invalid %s", name("domain"))
 	}
-	switch p.Status {
-	case "", StatusFree, StatusDemo, StatusTrial, StatusPaid, StatusLocal, StatusSubscription:
-	default:
+	if !validStatus(p.Status) {
 		return inst, badRequest("invalid %s", name("status"))
 	}
 	if len(p.Scope) > 1024 {
@@ -455,21 +572,39 @@ func finishInstall(inst Installation, now time.Time, prefix string) (Installatio
 	return inst, nil
 }
 
-// checkID accepts a member_id or application_token: real ones are 32 lowercase hex.
-func checkID(name, v string) *eventError {
+// checkEventMemberID accepts a member_id as Bitrix24 sends it: 32 lowercase hex.
+func checkEventMemberID(name, v string) *eventError {
 	if v == "" {
 		return badRequest("missing %s", name)
 	}
-	if len(v) < 8 || len(v) > 64 {
-		return badRequest("invalid %s", name)
-	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
-			return badRequest("invalid %s", name)
-		}
+	if !validMemberID(v) {
+		return badRequest("invalid %s: want 32 lowercase hex digits", name)
 	}
 	return nil
+}
+
+// checkAppToken accepts an application_token: 32 hex digits.
+func checkAppToken(name, v string) *eventError {
+	if v == "" {
+		return badRequest("missing %s", name)
+	}
+	if len(v) != 32 || !isHex(v, true) {
+		return badRequest("invalid %s: want 32 hex digits", name)
+	}
+	return nil
+}
+
+// validMemberID reports whether s has the shape of a member_id: 32 lowercase hex digits.
+func validMemberID(s string) bool { return len(s) == 32 && isHex(s, false) }
+
+func isHex(s string, upperOK bool) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || upperOK && c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
 }
 
 // checkToken accepts an OAuth token: opaque, but printable ASCII of a sane length.

@@ -246,6 +246,7 @@ func TestInstallPage(t *testing.T) {
 		want := b24oauth.Installation{
 			OAuthParams: b24oauth.OAuthParams{
 				ApplicationToken: p.ApplicationToken(),
+				UserID:           1, // as the OAuth server's app.info names it
 				MemberID:         p.MemberID(),
 				AccessToken:      ev.Form.Get("AUTH_ID"),
 				RefreshToken:     ev.Form.Get("REFRESH_ID"),
@@ -304,12 +305,19 @@ func TestInstallPageOfOlderPortals(t *testing.T) {
 		t.Error("the refresh was not stored")
 	}
 
-	// Opening the app again (no APPLICATION_TOKEN to compare) is verified by an exchange.
+	// Opening the app again (no APPLICATION_TOKEN to compare) is verified like any install:
+	// the OAuth server vouches for the page's token and the portal says its user is an
+	// administrator. Its pair, newer than the stored one, is stored; nothing is exchanged.
+	env.clock.Advance(time.Minute)
+	refreshes := p.Refreshes()
 	ev = p.InstallPage()
 	ev.Form.Del("APPLICATION_TOKEN")
 	env.mustPost("/install", ev)
-	if got := env.load(p.MemberID()); pairOf(got) != fakePair(p) || got.RefreshToken == ev.Form.Get("REFRESH_ID") {
-		t.Error("the page's pair was stored although the exchange spent it")
+	if got := env.load(p.MemberID()); got.AccessToken != ev.Form.Get("AUTH_ID") || got.RefreshToken != ev.Form.Get("REFRESH_ID") {
+		t.Error("the page's verified pair was not stored")
+	}
+	if p.Refreshes() != refreshes {
+		t.Errorf("verification exchanged %d refresh tokens, want none", p.Refreshes()-refreshes)
 	}
 }
 
@@ -447,11 +455,11 @@ func TestInstallHandlerGenuineTokenChange(t *testing.T) {
 				if got.ApplicationToken != p.ApplicationToken() || got.ApplicationToken == installed.ApplicationToken {
 					t.Error("the new application_token was not stored")
 				}
-				if p.Refreshes() != 1 {
-					t.Errorf("the fake saw %d refreshes, want 1 (the verification)", p.Refreshes())
+				if p.Refreshes() != 0 {
+					t.Errorf("the fake saw %d refreshes, want none (app.info verifies without spending a token)", p.Refreshes())
 				}
-				if pairOf(got) != fakePair(p) || got.RefreshToken == ev.Form.Get("auth[refresh_token]") {
-					t.Error("the stored pair is not the one the verification exchange returned")
+				if got.AccessToken != ev.Form.Get("auth[access_token]") || got.RefreshToken != ev.Form.Get("auth[refresh_token]") {
+					t.Error("the stored pair is not the event's")
 				}
 				if !got.InstalledAt.Equal(installed.InstalledAt) || got.State != b24oauth.StateActive {
 					t.Errorf("InstalledAt %v (want %v), state %q", got.InstalledAt, installed.InstalledAt, got.State)
@@ -533,40 +541,52 @@ func readAll(t *testing.T, resp *http.Response) string {
 	return string(b)
 }
 
-// An event with another application_token is verified by the OAuth server's reply naming the
-// event's member_id; a reply that names none proves nothing and is refused.
+// An install is verified by the OAuth server's app.info naming the event's member_id and our
+// client_id; a reply that names no member_id proves nothing and is refused.
 func TestInstallHandlerVerificationNeedsMemberID(t *testing.T) {
 	ctx := context.Background()
-	hc, mt := mockClient(t)
-	store := b24oauth.NewMemoryStore()
-	app, err := b24oauth.NewApp(b24oauth.AppConfig{ClientID: testSecretPair.ClientID, ClientSecret: testSecret, Store: store, HTTPClient: hc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stored := b24oauth.Installation{OAuthParams: testParams(), State: b24oauth.StateActive}
-	if err := store.Save(ctx, stored); err != nil {
-		t.Fatal(err)
-	}
-	reply := tokenReply("attacker-access", "attacker-refresh")
-	delete(reply, "member_id")
-	mt.RegisterResponder("POST", "https://oauth.bitrix.info/oauth/token/", httpmock.NewJsonResponderOrPanic(200, reply))
-	form := url.Values{
-		"event": {"ONAPPINSTALL"}, "auth[member_id]": {testMember}, "auth[application_token]": {"ffffffffffffffffffffffffffffffff"},
-		"auth[access_token]": {"forged-access"}, "auth[refresh_token]": {"forged-refresh"}, "auth[domain]": {"acme.bitrix24.com"},
-		"auth[client_endpoint]": {"https://acme.bitrix24.com/rest/"}, "auth[server_endpoint]": {"https://oauth.bitrix.info/rest/"},
-	}
-	rec := serveForm(app.InstallHandler(), http.MethodPost, "/install", "application/x-www-form-urlencoded", form.Encode())
-	if rec.Code != http.StatusForbidden {
-		t.Fatalf("status %d (%s), want 403", rec.Code, rec.Body)
-	}
-	if mt.GetTotalCallCount() != 1 {
-		t.Fatalf("OAuth server calls = %d, want the one verification", mt.GetTotalCallCount())
-	}
-	got, err := store.Load(ctx, testMember)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(stored, got); diff != "" {
-		t.Errorf("the stored installation changed (-want +got):\n%s", diff)
+	for _, tc := range []struct {
+		name string
+		edit func(install map[string]any, result map[string]any)
+	}{
+		{"no member_id", func(install, _ map[string]any) { delete(install, "member_id") }},
+		{"another member_id", func(install, _ map[string]any) { install["member_id"] = strings.Repeat("e", 32) }},
+		{"another application", func(_, result map[string]any) { result["client_id"] = "app.other" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hc, mt := mockClient(t)
+			store := b24oauth.NewMemoryStore()
+			app, err := b24oauth.NewApp(b24oauth.AppConfig{ClientID: testSecretPair.ClientID, ClientSecret: testSecret, Store: store, HTTPClient: hc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored := b24oauth.Installation{OAuthParams: testParams(), State: b24oauth.StateActive}
+			if err := store.Save(ctx, stored); err != nil {
+				t.Fatal(err)
+			}
+			install := map[string]any{"member_id": testMember, "client_endpoint": "https://acme.bitrix24.com/rest/", "domain": "acme.bitrix24.com", "status": "L"}
+			result := map[string]any{"client_id": testSecretPair.ClientID, "scope": "crm", "user_id": 1, "install": install}
+			tc.edit(install, result)
+			mt.RegisterResponder("POST", "https://oauth.bitrix.info/rest/app.info", httpmock.NewJsonResponderOrPanic(200, map[string]any{"result": result}))
+			form := url.Values{
+				"event": {"ONAPPINSTALL"}, "auth[member_id]": {testMember}, "auth[application_token]": {"ffffffffffffffffffffffffffffffff"},
+				"auth[access_token]": {"forged-access"}, "auth[refresh_token]": {"forged-refresh"}, "auth[domain]": {"acme.bitrix24.com"},
+				"auth[client_endpoint]": {"https://acme.bitrix24.com/rest/"}, "auth[server_endpoint]": {"https://oauth.bitrix.info/rest/"},
+			}
+			rec := serveForm(app.InstallHandler(), http.MethodPost, "/install", "application/x-www-form-urlencoded", form.Encode())
+			if rec.Code != http.StatusForbidden {
+				t.Fatalf("status %d (%s), want 403", rec.Code, rec.Body)
+			}
+			if mt.GetTotalCallCount() != 1 {
+				t.Fatalf("requests = %d, want the one app.info", mt.GetTotalCallCount())
+			}
+			got, err := store.Load(ctx, testMember)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(stored, got); diff != "" {
+				t.Errorf("the stored installation changed (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

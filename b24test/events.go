@@ -185,12 +185,21 @@ func (p *Portal) UninstallEvent(clean bool) Event {
 // receives in its iframe: query DOMAIN, PROTOCOL=1, LANG, APP_SID; form
 // AUTH_ID, AUTH_EXPIRES (a lifetime in seconds, not a timestamp),
 // REFRESH_ID, SERVER_ENDPOINT, APPLICATION_TOKEN, APPLICATION_SCOPE,
-// member_id, status, PLACEMENT=DEFAULT. It issues a fresh token pair.
-func (p *Portal) InstallPage() Event {
+// member_id, status, PLACEMENT=DEFAULT. It issues a fresh token pair for
+// user 1, the administrator who installs the app.
+func (p *Portal) InstallPage() Event { return p.OpenPage(1) }
+
+// OpenPage returns the POST the app's main page receives in its iframe when
+// user opens it (the same shape as InstallPage): a fresh token pair of that
+// user, who may or may not be an administrator (AddUser). The
+// APPLICATION_TOKEN it carries is the portal's real one, as current portals
+// send it to every user: a test of a handler can use it to check that a
+// user's page POST cannot pass for Bitrix24.
+func (p *Portal) OpenPage(user int) Event {
 	s := p.s
+	t := p.IssueTokensFor(user)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t := p.issueLocked(1)
 	q := url.Values{}
 	q.Set("DOMAIN", p.domain)
 	q.Set("PROTOCOL", "1")
@@ -207,4 +216,19 @@ func (p *Portal) InstallPage() Event {
 	f.Set("status", p.status)
 	f.Set("PLACEMENT", "DEFAULT")
 	return Event{Query: q, Form: f}
+}
+
+// InstallEventAs returns an ONAPPINSTALL event like InstallEvent, but with a
+// fresh pair of user (for example a user who is not an administrator), as a
+// forger holding that user's tokens and the application token could build it.
+func (p *Portal) InstallEventAs(user int) Event {
+	ev := p.InstallEvent()
+	t := p.IssueTokensFor(user)
+	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
+	ev.Form.Set("auth[access_token]", t.AccessToken)
+	ev.Form.Set("auth[refresh_token]", t.RefreshToken)
+	ev.Form.Set("auth[expires]", strconv.FormatInt(t.Expires.Unix(), 10))
+	ev.Form.Set("auth[user_id]", strconv.Itoa(user))
+	return ev
 }

@@ -28,7 +28,7 @@ func init() {
 	builtins = map[string]builtin{
 		"profile":         {"", mProfile},
 		"app.info":        {"", mAppInfo},
-		"user.admin":      {"", func(c *callCtx, _ *phpArray) (any, *Error) { return c.p.admin, nil }},
+		"user.admin":      {"", func(c *callCtx, _ *phpArray) (any, *Error) { return c.p.users[c.user], nil }},
 		"server.time":     {"", func(c *callCtx, _ *phpArray) (any, *Error) { return phpDate(c.now), nil }},
 		"scope":           {"", mScope},
 		"crm.deal.list":   {"crm", mDealList},
@@ -53,7 +53,7 @@ type task = record
 func mProfile(c *callCtx, _ *phpArray) (any, *Error) {
 	return map[string]any{
 		"ID":               strconv.Itoa(c.user),
-		"ADMIN":            c.p.admin,
+		"ADMIN":            c.p.users[c.user],
 		"NAME":             "Test",
 		"LAST_NAME":        "Admin",
 		"PERSONAL_GENDER":  "",

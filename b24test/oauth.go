@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // tokenReply is the token endpoint's success body, fields in the real order.
@@ -24,6 +25,10 @@ type tokenReply struct {
 }
 
 func (s *Server) serveOAuth(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/rest/app.info" || r.URL.Path == "/rest/app.info.json" {
+		s.serveOAuthAppInfo(w, r)
+		return
+	}
 	if r.URL.Path != "/oauth/token/" && r.URL.Path != "/oauth/token" {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found", "error_description": "Not found"})
 		return
@@ -166,4 +171,81 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func jsonString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// appInfoReply is the OAuth server's app.info result: it vouches for a token it issued (b24pysdk's
+// B24AppInfoResult: client_id, scope, expires as ISO 8601, install{...}, user_id).
+type appInfoReply struct {
+	ClientID string         `json:"client_id"`
+	Scope    string         `json:"scope"`
+	Expires  string         `json:"expires"`
+	Install  appInfoInstall `json:"install"`
+	UserID   int            `json:"user_id"`
+}
+
+type appInfoInstall struct {
+	Installed      bool   `json:"installed"`
+	Version        int    `json:"version"`
+	Status         string `json:"status"`
+	Scope          string `json:"scope"`
+	Domain         string `json:"domain"`
+	URI            string `json:"uri"`
+	ClientEndpoint string `json:"client_endpoint"`
+	MemberID       string `json:"member_id"`
+	MemberType     string `json:"member_type"`
+}
+
+// serveOAuthAppInfo answers {server_endpoint}app.info?auth=<access token>: only for an access
+// token the OAuth server issued and that is still valid (401 expired_token, 401 invalid_token
+// otherwise), with the installation the token belongs to. It says nothing about the user's role.
+func (s *Server) serveOAuthAppInfo(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.appInfoRequests++
+	s.mu.Unlock()
+	vals, ok := oauthParams(r)
+	if !ok {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "Unsupported request"})
+		return
+	}
+	tok := bearer(r)
+	if tok == "" {
+		tok = vals.Get("auth")
+	}
+	if tok == "" {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization data"})
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	rec := s.access[tok]
+	if rec == nil || rec.revoked || !rec.p.installed {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "error_description": "The access token provided is invalid"})
+		return
+	}
+	if !now.Before(rec.expires) {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "expired_token", "error_description": "The access token provided has expired"})
+		return
+	}
+	p := rec.p
+	writeJSON(w, http.StatusOK, map[string]any{
+		"result": appInfoReply{
+			ClientID: s.cfg.clientID,
+			Scope:    p.scope,
+			Expires:  rec.expires.UTC().Format(time.RFC3339),
+			UserID:   rec.user,
+			Install: appInfoInstall{
+				Installed:      true,
+				Version:        p.appVersionInt(),
+				Status:         p.status,
+				Scope:          p.scope,
+				Domain:         p.domain,
+				URI:            "https://" + p.domain,
+				ClientEndpoint: p.ClientEndpoint(),
+				MemberID:       p.memberID,
+				MemberType:     "portal",
+			},
+		},
+		"time": makeTime(now, 0, 0, now.Add(10*time.Minute)),
+	})
 }

@@ -26,7 +26,8 @@ type Portal struct {
 	language   string
 	version    string
 	installed  bool
-	admin      bool
+	users      map[int]bool // user id → portal administrator
+	nextUser   int
 	current    Tokens
 	refreshes  int
 	total      int
@@ -122,7 +123,8 @@ func (s *Server) AddPortal(opts ...PortalOption) *Portal {
 		language:  "en",
 		version:   "1",
 		installed: true,
-		admin:     true,
+		users:     map[int]bool{1: true},
+		nextUser:  2,
 		requests:  map[string]int{},
 		subcalls:  map[string]int{},
 		opUsage:   map[string][]opEntry{},
@@ -194,12 +196,55 @@ func (p *Portal) Installed() bool {
 	return p.installed
 }
 
-// SetAdmin sets whether user 1 is a portal admin (profile ADMIN, user.admin).
-// Default true.
-func (p *Portal) SetAdmin(admin bool) {
+// SetAdmin sets whether user 1 (the user every event helper and IssueTokens
+// act as) is a portal administrator (profile ADMIN, user.admin). Default true.
+func (p *Portal) SetAdmin(admin bool) { p.SetUserAdmin(1, admin) }
+
+// AddUser adds a portal user and returns its id (2, 3, ...). An
+// administrator may install the app; any user may open its pages.
+func (p *Portal) AddUser(admin bool) int {
 	p.s.mu.Lock()
 	defer p.s.mu.Unlock()
-	p.admin = admin
+	id := p.nextUser
+	p.nextUser++
+	p.users[id] = admin
+	return id
+}
+
+// SetUserAdmin sets whether user is a portal administrator. It panics for an
+// unknown user.
+func (p *Portal) SetUserAdmin(user int, admin bool) {
+	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
+	if _, ok := p.users[user]; !ok {
+		panic(fmt.Sprintf("b24test: portal has no user %d", user))
+	}
+	p.users[user] = admin
+}
+
+// IsAdmin reports whether user is a portal administrator.
+func (p *Portal) IsAdmin(user int) bool {
+	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
+	return p.users[user]
+}
+
+// IssueTokensFor issues a fresh token pair acting as user (earlier pairs stay
+// valid), as the portal does when that user opens one of the app's pages. It
+// does not change Tokens, which follows the app's own (user 1's) chain. It
+// panics for an unknown user.
+func (p *Portal) IssueTokensFor(user int) Tokens {
+	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
+	if _, ok := p.users[user]; !ok {
+		panic(fmt.Sprintf("b24test: portal has no user %d", user))
+	}
+	cur := p.current
+	t := p.issueLocked(user)
+	if user != 1 {
+		p.current = cur
+	}
+	return t
 }
 
 // Tokens returns the most recently issued token pair (by AddPortal, an event

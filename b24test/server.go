@@ -37,18 +37,19 @@ type Server struct {
 	client *http.Client
 	cfg    config
 
-	mu            sync.Mutex
-	portals       map[string]*Portal // by member_id
-	byDomain      map[string]*Portal
-	access        map[string]*accessRec
-	refresh       map[string]*refreshRec
-	codes         map[string]*codeRec
-	tokenRequests int
-	refreshes     int
-	methods       map[string]MethodFunc
-	methodsV3     map[string]MethodFunc
-	durations     map[string]time.Duration
-	appIDHex      string
+	mu              sync.Mutex
+	portals         map[string]*Portal // by member_id
+	byDomain        map[string]*Portal
+	access          map[string]*accessRec
+	refresh         map[string]*refreshRec
+	codes           map[string]*codeRec
+	tokenRequests   int
+	appInfoRequests int
+	refreshes       int
+	methods         map[string]MethodFunc
+	methodsV3       map[string]MethodFunc
+	durations       map[string]time.Duration
+	appIDHex        string
 }
 
 type config struct {
@@ -256,6 +257,14 @@ func (s *Server) TokenRequests() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.tokenRequests
+}
+
+// AppInfoRequests returns the number of requests to the OAuth server's app.info
+// ({server_endpoint}app.info), failed ones included.
+func (s *Server) AppInfoRequests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.appInfoRequests
 }
 
 // Portal returns the portal with that member_id, or nil.

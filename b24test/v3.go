@@ -291,6 +291,6 @@ func v3DealList(c *callCtx, body *phpArray) (any, *v3Error) {
 
 func v3Profile(c *callCtx, _ *phpArray) (any, *v3Error) {
 	return map[string]any{"item": map[string]any{
-		"id": c.user, "admin": c.p.admin, "name": "Test", "lastName": "Admin",
+		"id": c.user, "admin": c.p.users[c.user], "name": "Test", "lastName": "Admin",
 	}}, nil
 }
