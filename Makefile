@@ -65,7 +65,7 @@ bench:
 	done; \
 	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi
 
-# Every fuzz target of every module (FuzzInstallHandler in the root so far), FUZZTIME each.
+# Every fuzz target of every module (FuzzLifecycleHandlers in the root so far), FUZZTIME each.
 # go test -fuzz takes one package and one target at a time, so the targets are listed first.
 # The seed corpus of each target already runs as a test in `make test`.
 FUZZTIME ?= 30s

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/b24go/b24oauth"
 	"github.com/b24go/b24oauth/b24test"
@@ -28,12 +29,22 @@ type checkingStore struct {
 	problems []string
 }
 
-var validMemberID = regexp.MustCompile(`^[0-9A-Za-z]{8,64}$`)
+var (
+	validMemberID = regexp.MustCompile(`^[0-9a-f]{32}$`)
+	validAppToken = regexp.MustCompile(`^([0-9A-Fa-f]{32})?$`)
+	validDomain   = regexp.MustCompile(`^[a-z0-9.-]{1,253}(:[1-9][0-9]{0,4})?$`)
+)
 
 func (s *checkingStore) check(inst b24oauth.Installation) {
 	var problems []string
 	if !validMemberID.MatchString(inst.MemberID) {
 		problems = append(problems, fmt.Sprintf("invalid member_id %q stored", inst.MemberID))
+	}
+	if !validAppToken.MatchString(inst.ApplicationToken) {
+		problems = append(problems, "invalid application_token stored")
+	}
+	if !validDomain.MatchString(inst.Domain) || s.fake.PortalByDomain(inst.Domain) == nil {
+		problems = append(problems, fmt.Sprintf("domain %q stored: not a portal of the fake", inst.Domain))
 	}
 	if u, err := url.Parse(inst.ServerEndpoint); err != nil || u.Scheme+"://"+u.Host != s.fake.OAuthOrigin() {
 		problems = append(problems, fmt.Sprintf("untrusted server_endpoint %q stored", inst.ServerEndpoint))
@@ -74,12 +85,13 @@ func (s *checkingStore) state() (int, []string) {
 	return s.writes, p
 }
 
-// FuzzInstallHandler sends arbitrary form bodies and query strings to the install handler of an
-// App that knows two portals. The handler must not panic, must answer 200 or an error status,
-// must write nothing when it rejects a request, and must never store an installation with an
-// invalid member_id, an untrusted OAuth server, a client endpoint not on its domain, or one New
-// refuses.
-func FuzzInstallHandler(f *testing.F) {
+// FuzzLifecycleHandlers sends arbitrary form bodies and query strings to the install and
+// uninstall handlers of an App that knows two portals. The handlers must not panic, must answer
+// 200 or an error status, must write nothing when they reject a request, and must never store
+// an installation with an invalid member_id or application_token, a domain that is not a real
+// portal's, an untrusted OAuth server, a client endpoint not on its domain, or one New refuses;
+// the known portal is never uninstalled but by its genuine event.
+func FuzzLifecycleHandlers(f *testing.F) {
 	fake := newFake(f)
 	store := &checkingStore{MemoryStore: b24oauth.NewMemoryStore(), fake: fake}
 	cfg := appConfig(fake, store)
@@ -89,36 +101,49 @@ func FuzzInstallHandler(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { a.Close() })
-	h := a.InstallHandler()
+	// Generous bounds: the fuzzer sends thousands of events a second on purpose.
+	b24oauth.SetVerifyLimits(a, 1<<20, time.Nanosecond, 1e6)
+	install, uninstall := a.InstallHandler(), a.UninstallHandler()
 
-	known, stranger := fake.AddPortal(), fake.AddPortal()
-	if rec := known.InstallEvent().Send(h); rec.Code != http.StatusOK {
-		f.Fatalf("installing the known portal: %d %s", rec.Code, rec.Body)
+	known, stranger, leaving := fake.AddPortal(), fake.AddPortal(), fake.AddPortal()
+	for _, p := range []*b24test.Portal{known, leaving} {
+		if rec := p.InstallEvent().Send(install); rec.Code != http.StatusOK {
+			f.Fatalf("installing a portal: %d %s", rec.Code, rec.Body)
+		}
 	}
-	add := func(ev b24test.Event) { f.Add(ev.Query.Encode(), ev.Form.Encode()) }
-	add(known.InstallEvent())
-	add(known.UpdateEvent("2"))
-	add(known.InstallPage())
-	add(stranger.InstallEvent())
-	add(stranger.InstallPage())
-	add(known.UninstallEvent(true))
+	add := func(u bool, ev b24test.Event) { f.Add(u, ev.Query.Encode(), ev.Form.Encode()) }
+	add(false, known.InstallEvent())
+	add(false, known.UpdateEvent("2"))
+	add(false, known.InstallPage())
+	add(false, known.OpenPage(known.AddUser(false)))
+	add(false, stranger.InstallEvent())
+	add(false, stranger.InstallPage())
+	add(false, stranger.InstallEventAs(stranger.AddUser(false)))
 	forged := known.InstallEvent()
 	forged.Form.Set("auth[application_token]", strings.Repeat("0", 32))
-	add(forged)
+	add(false, forged)
 	other := forged
 	other.Form = url.Values{}
 	for k, v := range forged.Form {
 		other.Form[k] = v
 	}
 	other.Form.Set("auth[refresh_token]", stranger.Tokens().RefreshToken)
-	add(other)
-	f.Add("DOMAIN=x.example.com&PROTOCOL=1", "AUTH_ID=a&REFRESH_ID=b&member_id=0123456789abcdef&AUTH_EXPIRES=1")
-	f.Add("", "event=ONAPPINSTALL&auth[member_id]=..%2Fx")
-	f.Add("%zz", "")
+	add(false, other)
+	add(true, uninstallEvent(fake, known, known.ApplicationToken(), true)) // forged: known's tokens work
+	add(true, uninstallEvent(fake, known, strings.Repeat("0", 32), false))
+	add(true, leaving.UninstallEvent(true))
+	f.Add(false, "DOMAIN=x.example.com&PROTOCOL=1", "AUTH_ID=a&REFRESH_ID=b&member_id=0123456789abcdef&AUTH_EXPIRES=1")
+	f.Add(false, "", "event=ONAPPINSTALL&auth[member_id]=..%2Fx")
+	f.Add(true, "", "event=ONAPPUNINSTALL&auth[member_id]=..%2Fx&auth[application_token]=1")
+	f.Add(false, "%zz", "")
 
-	f.Fuzz(func(t *testing.T, query, body string) {
+	f.Fuzz(func(t *testing.T, toUninstall bool, query, body string) {
 		writes, _ := store.state()
-		req := httptest.NewRequest(http.MethodPost, "/install", strings.NewReader(body))
+		h, path := install, "/install"
+		if toUninstall {
+			h, path = uninstall, "/uninstall"
+		}
+		req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
 		req.URL.RawQuery = query
 		req.Header.Set("Content-Type", formType)
 		rec := httptest.NewRecorder()
@@ -127,6 +152,9 @@ func FuzzInstallHandler(f *testing.F) {
 		after, problems := store.state()
 		for _, p := range problems {
 			t.Error(p)
+		}
+		if _, err := store.MemoryStore.Load(context.Background(), known.MemberID()); err != nil {
+			t.Fatalf("the known portal's installation is gone: %v", err)
 		}
 		switch code := rec.Code; {
 		case code == http.StatusOK:

@@ -274,6 +274,13 @@ func (s *Server) Portal(memberID string) *Portal {
 	return s.portals[memberID]
 }
 
+// PortalByDomain returns the portal with that domain (host, case-insensitive), or nil.
+func (s *Server) PortalByDomain(domain string) *Portal {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byDomain[strings.ToLower(domain)]
+}
+
 // Portals returns every portal, in no particular order.
 func (s *Server) Portals() []*Portal {
 	s.mu.Lock()
