@@ -53,7 +53,9 @@ func (a *App) InstallHandler() http.Handler { return http.HandlerFunc(a.serveIns
 // token from an app page cannot pass for Bitrix24), the installation is deleted, its cached
 // client evicted (a client handed out earlier fails with ErrNotInstalled from then on), and
 // OnUninstall runs. A missing or different token is 403 and deletes nothing; a malformed event
-// is 400; a well-formed event for an unknown member_id is 200 with nothing to do.
+// is 400; a well-formed event for an unknown member_id is 200 with nothing to do. An
+// installation stored without an application token (older install pages) is removed only when
+// the OAuth server refuses its tokens (503 when it cannot be asked).
 func (a *App) UninstallHandler() http.Handler { return http.HandlerFunc(a.serveUninstall) }
 
 // eventError is a rejected request: its HTTP status and a short reason for the sender.
@@ -309,7 +311,11 @@ func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request) {
 		a.reject(w, r, &eventError{http.StatusServiceUnavailable, "installation store unavailable"})
 		return
 	}
-	if !tokensEqual(inst.ApplicationToken, appToken) {
+	// An installation stored without an application token (an older install page, a portal
+	// connected by authorization code) has nothing to compare: the dead stored pair below is
+	// then the only proof, and it must be certain.
+	noToken := inst.ApplicationToken == ""
+	if !noToken && !tokensEqual(inst.ApplicationToken, appToken) {
 		a.reject(w, r, &eventError{http.StatusForbidden, "application_token does not match the installation"})
 		return
 	}
@@ -330,6 +336,9 @@ func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	switch {
+	case err != nil && noToken:
+		a.reject(w, r, asEventError(err))
+		return
 	case err != nil:
 		// The OAuth server could not tell: an uninstall is not refused for that (Bitrix24 does
 		// not resend events), but it is logged.

@@ -449,3 +449,28 @@ func TestLateInstallEventIsStoredWhenTheSenderHangsUp(t *testing.T) {
 		t.Errorf("stored pair is the exchanged one: %v; refreshes %d", pairOf(got) == fakePair(p), fake.Refreshes())
 	}
 }
+
+// An installation stored without an application token (an older portal's install page) is
+// removed by Bitrix24's uninstall, verified by its stored tokens being refused; an uninstall
+// event while they still work is forged.
+func TestUninstallOfAnInstallationWithoutApplicationToken(t *testing.T) {
+	forEachStore(t, func(t *testing.T, open func() b24oauth.TokenStore) {
+		env := newAppEnv(t, nil, open())
+		p := env.fake.AddPortal()
+		page := p.InstallPage()
+		page.Form.Del("APPLICATION_TOKEN")
+		env.mustPost("/install", page)
+		if got := env.load(p.MemberID()); got.ApplicationToken != "" {
+			t.Fatalf("stored application token %q, want none", got.ApplicationToken)
+		}
+		before := env.load(p.MemberID())
+		if code, body := env.post("/uninstall", uninstallEvent(env.fake, p, randomHex(16), false)); code != http.StatusForbidden {
+			t.Fatalf("forged uninstall: %d %q, want 403", code, body)
+		}
+		env.mustNotChange(p.MemberID(), before, 1)
+		env.mustPost("/uninstall", p.UninstallEvent(false))
+		if _, err := env.store.TokenStore.Load(context.Background(), p.MemberID()); !errors.Is(err, b24oauth.ErrNotInstalled) {
+			t.Errorf("after the genuine uninstall: %v, want ErrNotInstalled", err)
+		}
+	})
+}
