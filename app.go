@@ -90,6 +90,16 @@ type App struct {
 	verifyGate     *verifyGate
 	noRedirectOnce sync.Once
 	noRedirect     *http.Client
+
+	// unsaved holds, per portal, a refreshed pair the store has not taken yet (its write
+	// failed): it outlives the clients, the cache and Close's wait, until a write succeeds.
+	unsaved map[string]*unsavedPair
+}
+
+// unsavedPair is a refreshed pair whose write to the store failed.
+type unsavedPair struct {
+	from string      // the refresh token of the stored pair it replaced (the store still holds that one)
+	next OAuthParams // the live pair
 }
 
 // buildFlight is one attempt of a build. An event that changes or removes the installation
@@ -142,6 +152,7 @@ func NewApp(cfg AppConfig) (*App, error) {
 		lru:         list.New(),
 		flights:     make(map[string]*buildFlight),
 		verifyGate:  newVerifyGate(),
+		unsaved:     make(map[string]*unsavedPair),
 	}
 	if a.log == nil {
 		a.log = slog.Default()
@@ -322,6 +333,19 @@ func (a *App) buildOnce(ctx context.Context, memberID string, f *buildFlight) (*
 	if inst.State == StateRevoked {
 		return fail(revokedError(memberID))
 	}
+	params := inst.OAuthParams
+	var pendingPrev *OAuthParams
+	if u := a.unsavedFor(memberID); u != nil && inst.RefreshToken == u.from {
+		// A client that left the cache (or was dropped by an event) rotated this portal's pair
+		// and could not store it: the stored pair is spent, the unsaved one is live. Write it
+		// now; if the store still refuses, the new client goes on with it and keeps trying.
+		if err := a.writeUnsaved(ctx, memberID, u); err == nil {
+			params = u.next
+		} else {
+			prev := inst.OAuthParams
+			params, pendingPrev = u.next, &prev
+		}
+	}
 	a.mu.Lock()
 	var lim *limiter
 	if el, ok := a.entries[memberID]; ok {
@@ -333,9 +357,16 @@ func (a *App) buildOnce(ctx context.Context, memberID string, f *buildFlight) (*
 	}
 	opts := append(append([]Option{}, a.clientOpts...), withLimiter(lim), withRefresher(&storeRefresher{app: a, memberID: memberID}))
 	opts = append(opts, a.cfg.ClientOptions...)
-	c, err := New(inst.OAuthParams, a.secret, opts...)
+	c, err := New(params, a.secret, opts...)
 	if err != nil {
 		return fail(fmt.Errorf("b24oauth: stored installation of %s: %w", memberID, err))
+	}
+	if pendingPrev != nil {
+		next := params
+		c.mu.Lock()
+		c.pending.prev, c.pending.next = pendingPrev, &next
+		c.pendingChangedLocked()
+		c.mu.Unlock()
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -355,9 +386,74 @@ func (a *App) buildOnce(ctx context.Context, memberID string, f *buildFlight) (*
 	for a.lru.Len() > a.cfg.CacheSize {
 		oldest := a.lru.Back()
 		a.lru.Remove(oldest)
-		delete(a.entries, oldest.Value.(*portalEntry).memberID)
+		gone := oldest.Value.(*portalEntry).memberID
+		delete(a.entries, gone)
+		if u := a.unsaved[gone]; u != nil {
+			// The evicted client holds a pair the store has not taken: write it now rather
+			// than at that portal's next call, which may be hours away.
+			go a.flushEvicted(gone, u)
+		}
 	}
 	return c, nil
+}
+
+// unsavedFor returns memberID's unsaved pair, or nil.
+func (a *App) unsavedFor(memberID string) *unsavedPair {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.unsaved[memberID]
+}
+
+// keepUnsaved records next, which replaced the stored pair whose refresh token is from, as
+// memberID's unsaved pair. A pair already unsaved keeps its from: the store still holds the
+// pair before it.
+func (a *App) keepUnsaved(memberID, from string, next OAuthParams) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if u := a.unsaved[memberID]; u != nil {
+		from = u.from
+	}
+	a.unsaved[memberID] = &unsavedPair{from: from, next: next}
+}
+
+// dropUnsaved forgets memberID's unsaved pair if it is still u.
+func (a *App) dropUnsaved(memberID string, u *unsavedPair) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.unsaved[memberID] == u {
+		delete(a.unsaved, memberID)
+	}
+}
+
+// writeUnsaved writes u to the store unless the store moved on (a newer pair, a reinstall, an
+// uninstall), and forgets it once the store holds it or no longer needs it.
+func (a *App) writeUnsaved(ctx context.Context, memberID string, u *unsavedPair) error {
+	err := a.cfg.Store.Update(ctx, memberID, func(inst Installation) (Installation, error) {
+		if inst.RefreshToken != u.from {
+			return inst, errNoWrite
+		}
+		inst.OAuthParams = u.next
+		inst.State = StateActive
+		inst.RefreshingSince = time.Time{}
+		inst.UpdatedAt = a.now().UTC()
+		return inst, nil
+	})
+	if err != nil && !errors.Is(err, errNoWrite) && !errors.Is(err, ErrNotInstalled) {
+		return err
+	}
+	a.dropUnsaved(memberID, u)
+	return nil
+}
+
+// flushEvicted writes the unsaved pair of a portal whose client left the cache, bounded in
+// time; on failure the pair stays kept for the portal's next client or Close.
+func (a *App) flushEvicted(memberID string, u *unsavedPair) {
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.EventTimeout)
+	defer cancel()
+	if err := a.writeUnsaved(ctx, memberID, u); err != nil {
+		a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: storing the refreshed pair of an evicted client failed; kept for a retry",
+			slog.String("member_id", memberID), slog.Any("error", err))
+	}
 }
 
 // portalLimiter returns the rate limiter of memberID's portal: the cached one, else a new one.
@@ -411,8 +507,11 @@ func (a *App) evict(memberID string) {
 	}
 }
 
-// Close releases the App: the cached clients are destroyed, and ClientForMember fails from then
-// on. The handlers keep storing events. Close is idempotent and never fails.
+// Close releases the App: refreshed pairs the store has not taken yet (their write failed) are
+// written, for at most AppConfig.EventTimeout, then the cached clients are destroyed, and
+// ClientForMember fails from then on. The handlers keep storing events. Close returns an error
+// naming the portals whose pair could still not be stored (the store was down for the whole
+// wait): those portals will need a reinstall. Close is idempotent.
 func (a *App) Close() error {
 	a.mu.Lock()
 	a.closed = true
@@ -424,11 +523,37 @@ func (a *App) Close() error {
 	}
 	a.entries = make(map[string]*list.Element)
 	a.lru.Init()
+	unsaved := make(map[string]*unsavedPair, len(a.unsaved))
+	for m, u := range a.unsaved {
+		unsaved[m] = u
+	}
 	a.mu.Unlock()
+
+	var errs []error
+	if len(unsaved) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.EventTimeout)
+		defer cancel()
+		for m, u := range unsaved {
+			var err error
+			for attempt := 0; ; attempt++ {
+				if err = a.writeUnsaved(ctx, m, u); err == nil || ctx.Err() != nil {
+					break
+				}
+				if sleepContext(ctx, time.Duration(attempt+1)*100*time.Millisecond) != nil {
+					break
+				}
+			}
+			if err != nil {
+				a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: Close could not store a refreshed pair; the portal will need a reinstall",
+					slog.String("member_id", m), slog.Any("error", err))
+				errs = append(errs, fmt.Errorf("b24oauth: the refreshed pair of %s could not be stored: %w", m, err))
+			}
+		}
+	}
 	for _, c := range clients {
 		c.Destroy()
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // revokedError is what a revoked installation's clients fail with.
@@ -451,12 +576,6 @@ var errNoWrite = errors.New("b24oauth: nothing to write")
 type storeRefresher struct {
 	app      *App
 	memberID string
-
-	mu sync.Mutex
-	// unsavedFrom is the refresh token of the stored pair this process rotated but could not
-	// write the successor of: the store still holds a spent pair, and the client's pair is
-	// the live one.
-	unsavedFrom string
 }
 
 // refresh marks the installation as refreshing (so a crash between the OAuth server's answer
@@ -508,11 +627,9 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 		}
 		stored := inst.OAuthParams
 		base := stored
-		r.mu.Lock()
-		if r.unsavedFrom != "" && stored.RefreshToken == r.unsavedFrom {
-			base = cur // the store still holds the pair we spent; ours is the live one
+		if u := a.unsavedFor(r.memberID); u != nil && stored.RefreshToken == u.from {
+			base = cur // the store still holds the pair this process spent; cur is the live one
 		}
-		r.mu.Unlock()
 		if base.AccessToken != cur.AccessToken && !expiringAt(base, a.now()) {
 			// Another client or process refreshed (or the app was reinstalled): adopt its pair.
 			next = base
@@ -571,11 +688,7 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 			// The OAuth server rotated the pair: it is the only valid one now. Keep it.
 			// The store still holds what fn read, which may be a pair newer than cur that we
 			// refreshed: persist must recognize that one.
-			r.mu.Lock()
-			if r.unsavedFrom == "" {
-				r.unsavedFrom = storedRefresh
-			}
-			r.mu.Unlock()
+			a.keepUnsaved(r.memberID, storedRefresh, next)
 			return next, &persistError{err: err}
 		}
 		return cur, err
@@ -583,28 +696,14 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 	return next, nil
 }
 
-// persist writes next, which replaced prev, unless the store already moved on.
-func (r *storeRefresher) persist(ctx context.Context, prev, next OAuthParams) error {
-	r.mu.Lock()
-	from := r.unsavedFrom
-	r.mu.Unlock()
-	err := r.app.cfg.Store.Update(ctx, r.memberID, func(inst Installation) (Installation, error) {
-		if inst.RefreshToken != prev.RefreshToken && inst.RefreshToken != from {
-			return inst, errNoWrite // a newer pair (or a reinstall) is stored; the client adopts it on its next refresh
-		}
-		inst.OAuthParams = next
-		inst.State = StateActive
-		inst.RefreshingSince = time.Time{} // this write ends the refresh that set it
-		inst.UpdatedAt = r.app.now().UTC()
-		return inst, nil
-	})
-	if err != nil && !errors.Is(err, errNoWrite) {
-		return err
+// persist retries the write of the portal's unsaved pair (the client's next, or a newer one
+// another client of the portal kept), unless the store already moved on.
+func (r *storeRefresher) persist(ctx context.Context, _, _ OAuthParams) error {
+	u := r.app.unsavedFor(r.memberID)
+	if u == nil {
+		return nil // written meanwhile: by the eviction flush, a rebuilt client or Close
 	}
-	r.mu.Lock()
-	r.unsavedFrom = ""
-	r.mu.Unlock()
-	return nil
+	return r.app.writeUnsaved(ctx, r.memberID, u)
 }
 
 func expiringAt(p OAuthParams, now time.Time) bool {
