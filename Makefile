@@ -94,11 +94,12 @@ fuzz-short:
 modcheck:
 	@GO=$(GO) bash .ci/modcheck
 
-# Set the release version: version.go's Version and every module's requirement of the core
-# (make set-version VERSION=0.2.0; RELEASING.md).
+# Set the release version: version.go's Version, every module's requirement of the core and
+# go.work's replace of it (make set-version VERSION=0.2.0; RELEASING.md). The tool builds on
+# its own (GOWORK=off), so a workspace that no longer loads can still be set right.
 set-version:
 	@if [ -z "$(VERSION)" ]; then echo "usage: make set-version VERSION=X.Y.Z"; exit 1; fi
-	$(GO) run ./internal/modproxy set-version $(VERSION)
+	cd internal/modproxy && GOWORK=off $(GO) run . set-version -root ../.. $(VERSION)
 
 # Start PostgreSQL and Redis if they are down (idempotent); prints the variables to export.
 services:

@@ -29,6 +29,7 @@ type repoModule struct {
 // repo is the repository's modules, the root module first.
 type repo struct {
 	root     string
+	work     *modfile.WorkFile
 	mods     []repoModule
 	unlisted []string // go.mod files in the tree that go.work does not list
 }
@@ -44,7 +45,7 @@ func loadRepo(root string) (*repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &repo{root: root}
+	r := &repo{root: root, work: work}
 	listed := map[string]bool{}
 	for _, u := range work.Use {
 		dir := path.Clean(filepath.ToSlash(u.Path))
@@ -99,6 +100,14 @@ func loadRepo(root string) (*repo, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// dirArg is a module directory as go.work names it: "./" or "./pgstore".
+func dirArg(dir string) string {
+	if dir == "." {
+		return "./"
+	}
+	return "./" + dir
 }
 
 // ignoredDir reports whether the go command skips a directory of this name in ./... patterns
@@ -171,7 +180,32 @@ func (r *repo) check(version string) []string {
 			}
 		}
 	}
+	// A workspace module is a root of the workspace's module graph, not a replacement of the
+	// versions other modules require: without this replace the workspace would fetch the
+	// required (unreleased) version from the proxy.
+	for _, dep := range r.requiredOurs() {
+		if !slices.ContainsFunc(r.work.Replace, func(rep *modfile.Replace) bool {
+			return rep.Old == module.Version{Path: dep.Path, Version: version} && rep.New.Version == "" &&
+				path.Clean(filepath.ToSlash(rep.New.Path)) == dep.Dir
+		}) {
+			add("go.work lacks `replace %s %s => %s`: the workspace would fetch that version from the proxy", dep.Path, version, dirArg(dep.Dir))
+		}
+	}
 	return problems
+}
+
+// requiredOurs returns the published modules that another published module requires.
+func (r *repo) requiredOurs() []repoModule {
+	var out []repoModule
+	for _, dep := range r.published() {
+		for _, m := range r.published() {
+			if m.Path != dep.Path && slices.ContainsFunc(m.file.Require, func(req *modfile.Require) bool { return req.Mod.Path == dep.Path }) {
+				out = append(out, dep)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // buildProxy writes a GOPROXY directory (<escaped path>/@v/list, .info, .mod, .zip) that
@@ -269,6 +303,22 @@ func setVersion(root, version string) error {
 	}
 	data = versionLine.ReplaceAll(data, []byte(`const Version = "`+strings.TrimPrefix(version, "v")+`"`))
 	if err := os.WriteFile(name, data, 0o644); err != nil {
+		return err
+	}
+	for _, dep := range r.requiredOurs() {
+		for _, rep := range slices.Clone(r.work.Replace) {
+			if rep.Old.Path == dep.Path {
+				if err := r.work.DropReplace(rep.Old.Path, rep.Old.Version); err != nil {
+					return err
+				}
+			}
+		}
+		if err := r.work.AddReplace(dep.Path, version, dirArg(dep.Dir), ""); err != nil {
+			return err
+		}
+	}
+	r.work.Cleanup()
+	if err := os.WriteFile(filepath.Join(root, "go.work"), modfile.Format(r.work.Syntax), 0o644); err != nil {
 		return err
 	}
 	for _, m := range r.published() {
