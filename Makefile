@@ -15,7 +15,7 @@ export B24OAUTH_TEST_POSTGRES B24OAUTH_TEST_REDIS
 GO      ?= go
 SHELL   := /bin/bash
 
-.PHONY: all test test-oldest vet lint bench fuzz fuzz-short services modcheck set-version
+.PHONY: all test test-oldest vet lint bench fuzz fuzz-short services modcheck tidy set-version
 
 all: lint test
 
@@ -93,6 +93,11 @@ fuzz-short:
 # the repository fetches, builds and tidies every module through it (.ci/modcheck, RELEASING.md).
 modcheck:
 	@GO=$(GO) bash .ci/modcheck
+
+# go mod tidy in every module of the working tree (plain `go mod tidy` in a store module looks
+# for the unreleased core on proxy.golang.org; this serves it from the working tree).
+tidy:
+	@GO=$(GO) bash .ci/modcheck tidy
 
 # Set the release version: version.go's Version, every module's requirement of the core and
 # go.work's replace of it (make set-version VERSION=0.2.0; RELEASING.md). The tool builds on

@@ -156,6 +156,9 @@ func (r *repo) check(version string) []string {
 	for _, u := range r.unlisted {
 		add("%s is not in go.work: add it (use ./%s) so that it is tested and published", u, path.Dir(u))
 	}
+	if missing := r.notInMakefile(); len(missing) > 0 {
+		add("Makefile's MODULES lacks %s: make test would not test it", strings.Join(missing, " "))
+	}
 	for _, m := range r.mods[1:] {
 		if want := core.Path + "/" + m.Dir; m.Path != want {
 			add("%s/go.mod declares module %s; in directory %s it must be %s (the tag %s/%s finds it there)",
@@ -192,6 +195,33 @@ func (r *repo) check(version string) []string {
 		}
 	}
 	return problems
+}
+
+// makefileModules is the Makefile's list of the directories every target runs in.
+var makefileModules = regexp.MustCompile(`(?m)^MODULES\s*:?=(.*)$`)
+
+// notInMakefile returns the go.work modules that a Makefile's MODULES line leaves out (none
+// when there is no Makefile or no such line).
+func (r *repo) notInMakefile() []string {
+	data, err := os.ReadFile(filepath.Join(r.root, "Makefile"))
+	if err != nil {
+		return nil
+	}
+	line := makefileModules.FindSubmatch(data)
+	if line == nil {
+		return nil
+	}
+	var listed []string
+	for _, d := range strings.Fields(string(line[1])) {
+		listed = append(listed, path.Clean(d))
+	}
+	var missing []string
+	for _, m := range r.mods {
+		if !slices.Contains(listed, m.Dir) {
+			missing = append(missing, m.Dir)
+		}
+	}
+	return missing
 }
 
 // requiredOurs returns the published modules that another published module requires.
