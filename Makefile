@@ -1,10 +1,11 @@
-# Every Go module of the repository: the root (b24oauth, b24test, storetest, examples) and the
-# two store modules. Each target runs in every module and fails if any module fails.
+# Every Go module of the repository: the root (b24oauth, b24test, storetest, examples), the
+# two store modules and the release tool internal/modproxy (go.work lists the same). Each
+# target runs in every module and fails if any module fails.
 #
 # The store modules' integration tests need B24OAUTH_TEST_POSTGRES and B24OAUTH_TEST_REDIS
 # (they skip without them); `make services` starts local servers, and .ci/run sets both.
 
-MODULES := . pgstore redisstore
+MODULES := . pgstore redisstore internal/modproxy
 
 # The integration tests talk to the local servers unless told otherwise (`make services` starts
 # them). Set a variable to an empty value to skip its store's integration tests.
@@ -14,7 +15,7 @@ export B24OAUTH_TEST_POSTGRES B24OAUTH_TEST_REDIS
 GO      ?= go
 SHELL   := /bin/bash
 
-.PHONY: all test test-oldest vet lint bench fuzz fuzz-short services
+.PHONY: all test test-oldest vet lint bench fuzz fuzz-short services modcheck tidy set-version
 
 all: lint test
 
@@ -86,6 +87,24 @@ fuzz:
 # A short run of every fuzz target (10 s each), for CI.
 fuzz-short:
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
+
+# A user's `go get` of every module at the version version.go names, as if HEAD were tagged:
+# a file:// module proxy built from HEAD (committed files only), then a fresh module outside
+# the repository fetches, builds and tidies every module through it (.ci/modcheck, RELEASING.md).
+modcheck:
+	@GO=$(GO) bash .ci/modcheck
+
+# go mod tidy in every module of the working tree (plain `go mod tidy` in a store module looks
+# for the unreleased core on proxy.golang.org; this serves it from the working tree).
+tidy:
+	@GO=$(GO) bash .ci/modcheck tidy
+
+# Set the release version: version.go's Version, every module's requirement of the core and
+# go.work's replace of it (make set-version VERSION=0.2.0; RELEASING.md). The tool builds on
+# its own (GOWORK=off), so a workspace that no longer loads can still be set right.
+set-version:
+	@if [ -z "$(VERSION)" ]; then echo "usage: make set-version VERSION=X.Y.Z"; exit 1; fi
+	cd internal/modproxy && GOWORK=off $(GO) run . set-version -root ../.. $(VERSION)
 
 # Start PostgreSQL and Redis if they are down (idempotent); prints the variables to export.
 services:

@@ -3,7 +3,7 @@ module github.com/b24go/b24oauth/pgstore
 go 1.23.0
 
 require (
-	github.com/b24go/b24oauth v0.0.0-00010101000000-000000000000
+	github.com/b24go/b24oauth v0.1.0
 	github.com/jackc/pgx/v5 v5.7.6
 )
 
@@ -18,5 +18,3 @@ require (
 	golang.org/x/text v0.24.0 // indirect
 	golang.org/x/time v0.12.0 // indirect
 )
-
-replace github.com/b24go/b24oauth => ../

@@ -3,7 +3,7 @@ module github.com/b24go/b24oauth/redisstore
 go 1.23.0
 
 require (
-	github.com/b24go/b24oauth v0.0.0-00010101000000-000000000000
+	github.com/b24go/b24oauth v0.1.0
 	github.com/redis/go-redis/v9 v9.17.3
 )
 
@@ -15,5 +15,3 @@ require (
 	golang.org/x/sync v0.16.0 // indirect
 	golang.org/x/time v0.12.0 // indirect
 )
-
-replace github.com/b24go/b24oauth => ../

@@ -1,0 +1,40 @@
+// Command consumer is a user's program as `make modcheck` builds it: in a fresh module outside
+// the repository, with every module of ours fetched through a module proxy at the release
+// version. It imports every published package (a new module adds its import here; the check
+// fails until it does) and uses a symbol of each, then prints b24oauth.Version.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/b24go/b24oauth"
+	"github.com/b24go/b24oauth/b24test"
+	"github.com/b24go/b24oauth/pgstore"
+	"github.com/b24go/b24oauth/redisstore"
+	"github.com/b24go/b24oauth/storetest"
+)
+
+func main() {
+	srv := b24test.NewServer()
+	defer srv.Close()
+
+	store := b24oauth.NewMemoryStore()
+	if _, err := store.Load(context.Background(), strings.Repeat("0", 32)); err == nil {
+		fail("an empty MemoryStore loaded an installation")
+	}
+	if !strings.Contains(pgstore.Schema("b24oauth_installations"), "b24oauth_installations") {
+		fail("pgstore.Schema does not name its table")
+	}
+	_ = redisstore.WithKeyPrefix("consumer:")
+	_ = storetest.Run
+
+	fmt.Println(b24oauth.Version)
+}
+
+func fail(msg string) {
+	fmt.Fprintln(os.Stderr, "consumer:", msg)
+	os.Exit(1)
+}
