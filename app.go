@@ -94,6 +94,12 @@ type App struct {
 	// unsaved holds, per portal, a refreshed pair the store has not taken yet (its write
 	// failed): it outlives the clients, the cache and Close's wait, until a write succeeds.
 	unsaved map[string]*unsavedPair
+
+	// parked keeps the limiters of portals whose client left the cache while their limiter
+	// was not at rest, so that the portal keeps one limiter whatever the cache does; a limiter
+	// that came to rest is dropped (a new one is the same).
+	parked    map[string]*limiter
+	evictions int
 }
 
 // unsavedPair is a refreshed pair whose write to the store failed.
@@ -153,6 +159,7 @@ func NewApp(cfg AppConfig) (*App, error) {
 		flights:     make(map[string]*buildFlight),
 		verifyGate:  newVerifyGate(),
 		unsaved:     make(map[string]*unsavedPair),
+		parked:      make(map[string]*limiter),
 	}
 	if a.log == nil {
 		a.log = slog.Default()
@@ -346,15 +353,7 @@ func (a *App) buildOnce(ctx context.Context, memberID string, f *buildFlight) (*
 			params, pendingPrev = u.next, &prev
 		}
 	}
-	a.mu.Lock()
-	var lim *limiter
-	if el, ok := a.entries[memberID]; ok {
-		lim = el.Value.(*portalEntry).limiter
-	}
-	a.mu.Unlock()
-	if lim == nil {
-		lim = newLimiter(a.restriction)
-	}
+	lim := a.portalLimiter(memberID)
 	opts := append(append([]Option{}, a.clientOpts...), withLimiter(lim), withRefresher(&storeRefresher{app: a, memberID: memberID}))
 	opts = append(opts, a.cfg.ClientOptions...)
 	c, err := New(params, a.secret, opts...)
@@ -383,11 +382,14 @@ func (a *App) buildOnce(ctx context.Context, memberID string, f *buildFlight) (*
 		return c, nil
 	}
 	a.entries[memberID] = a.lru.PushFront(&portalEntry{memberID: memberID, client: c, limiter: lim})
+	delete(a.parked, memberID)
 	for a.lru.Len() > a.cfg.CacheSize {
 		oldest := a.lru.Back()
 		a.lru.Remove(oldest)
-		gone := oldest.Value.(*portalEntry).memberID
+		e := oldest.Value.(*portalEntry)
+		gone := e.memberID
 		delete(a.entries, gone)
+		a.parkLocked(gone, e.limiter)
 		if u := a.unsaved[gone]; u != nil {
 			// The evicted client holds a pair the store has not taken: write it now rather
 			// than at that portal's next call, which may be hours away.
@@ -456,14 +458,34 @@ func (a *App) flushEvicted(memberID string, u *unsavedPair) {
 	}
 }
 
-// portalLimiter returns the rate limiter of memberID's portal: the cached one, else a new one.
+// portalLimiter returns the rate limiter of memberID's portal: the cached or parked one, else a
+// new one.
 func (a *App) portalLimiter(memberID string) *limiter {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if el, ok := a.entries[memberID]; ok {
 		return el.Value.(*portalEntry).limiter
 	}
+	if l := a.parked[memberID]; l != nil {
+		return l
+	}
 	return newLimiter(a.restriction)
+}
+
+// parkLocked keeps the limiter of a portal leaving the cache unless it is at rest, and now and
+// then drops the parked limiters that have come to rest. a.mu is held.
+func (a *App) parkLocked(memberID string, l *limiter) {
+	if l != nil && !l.atRest() {
+		a.parked[memberID] = l
+	}
+	a.evictions++
+	if a.evictions%256 == 0 {
+		for m, pl := range a.parked {
+			if pl.atRest() {
+				delete(a.parked, m)
+			}
+		}
+	}
 }
 
 // forget drops memberID's cached client after an install or update, so the next

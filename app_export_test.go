@@ -18,3 +18,6 @@ func SetVerifyLimits(a *App, perMemberBurst int, perMemberEvery time.Duration, p
 	g.perApp = rate.NewLimiter(rate.Limit(perAppRate), int(perAppRate)+1)
 	a.verifyGate = g
 }
+
+// PortalLimiter returns the identity of the rate limiter the App uses for memberID's portal.
+func PortalLimiter(a *App, memberID string) any { return a.portalLimiter(memberID) }

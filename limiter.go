@@ -581,3 +581,26 @@ func backoff(attempt int, base time.Duration) time.Duration {
 	half := d / 2
 	return d - half + rand.N(half+1)
 }
+
+// atRest reports whether l behaves as a new limiter would: a full bucket, no slow-down after a
+// 503, nothing known of any method's operating time. Such a limiter can be dropped and made
+// again.
+func (l *limiter) atRest() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	l.recoverRate(now)
+	if l.factor < 1 {
+		return false
+	}
+	if l.bucket != nil && l.bucket.TokensAt(now) < float64(l.bucket.Burst()) {
+		return false
+	}
+	w := l.p.OperatingLimit.Window
+	for _, st := range l.methods {
+		if now.Sub(st.seen) <= w || st.blockedUntil.After(now) {
+			return false
+		}
+	}
+	return true
+}

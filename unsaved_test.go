@@ -115,3 +115,24 @@ func TestCloseWritesUnsavedPairs(t *testing.T) {
 		}
 	})
 }
+
+// A portal keeps one rate limiter whatever the client cache does: a client rebuilt after an
+// eviction paces with the same bucket.
+func TestPortalKeepsItsLimiterAcrossEviction(t *testing.T) {
+	env := newAppEnv(t, nil, b24oauth.NewMemoryStore(), func(c *b24oauth.AppConfig) {
+		c.CacheSize = 1
+		r := b24oauth.DefaultRestrictionParams()
+		c.Restriction = &r
+	})
+	p1, p2 := env.install(), env.install()
+	mustCallProfile(t, env.client(p1.MemberID())) // the bucket is no longer full
+	before := b24oauth.PortalLimiter(env.app, p1.MemberID())
+	env.client(p2.MemberID()) // evicts p1
+	if b24oauth.PortalLimiter(env.app, p1.MemberID()) != before {
+		t.Fatal("the evicted portal's limiter was dropped while it was in use")
+	}
+	mustCallProfile(t, env.client(p1.MemberID()))
+	if b24oauth.PortalLimiter(env.app, p1.MemberID()) != before {
+		t.Error("the rebuilt client has a limiter of its own")
+	}
+}
