@@ -34,7 +34,9 @@ type AppConfig struct {
 	// 0: 1024.
 	CacheSize int
 
-	// OnInstall runs after an install or update event is stored.
+	// OnInstall runs after an install or update event is stored. Its context keeps the
+	// request's values but outlives the response (a goroutine started from it is not
+	// cancelled); InstallKindFrom(ctx) tells a new install from an update or a reinstall.
 	OnInstall func(ctx context.Context, inst Installation)
 	// OnUninstall runs after an uninstall event was applied; clean reports the administrator's
 	// "clear app data" choice (data[CLEAN]).
@@ -100,6 +102,8 @@ type App struct {
 	// that came to rest is dropped (a new one is the same).
 	parked    map[string]*limiter
 	evictions int
+
+	ownsTransport bool // httpClient's transport is the App's: Close closes its connections
 }
 
 // unsavedPair is a refreshed pair whose write to the store failed.
@@ -165,7 +169,10 @@ func NewApp(cfg AppConfig) (*App, error) {
 		a.log = slog.Default()
 	}
 	if a.httpClient == nil {
+		// The App's own transport, shared by all its clients and closed by Close.
 		a.httpClient = defaultHTTPClient()
+		a.httpClient.Transport = newTransport()
+		a.ownsTransport = true
 	}
 	if cfg.Restriction != nil {
 		a.restriction = cfg.Restriction.withDefaults()
@@ -574,6 +581,9 @@ func (a *App) Close() error {
 	}
 	for _, c := range clients {
 		c.Destroy()
+	}
+	if a.ownsTransport {
+		a.httpClient.CloseIdleConnections()
 	}
 	return errors.Join(errs...)
 }

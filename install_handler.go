@@ -130,17 +130,17 @@ func (a *App) serveInstall(w http.ResponseWriter, r *http.Request) {
 	hookCtx := context.WithoutCancel(r.Context())
 	ctx, cancel := context.WithTimeout(hookCtx, a.cfg.EventTimeout)
 	defer cancel()
-	stored, changed, err := a.storeInstall(ctx, inst, form.Get("event") == EventAppUpdate)
+	stored, kind, err := a.storeInstall(ctx, inst, form.Get("event") == EventAppUpdate)
 	if err != nil {
 		a.reject(w, r, asEventError(err))
 		return
 	}
-	if changed {
+	if kind != 0 {
 		a.forget(stored.MemberID)
 		a.log.LogAttrs(ctx, slog.LevelInfo, "b24oauth: installation stored",
 			slog.String("member_id", stored.MemberID), slog.String("domain", stored.Domain), slog.String("version", stored.Version))
 		if a.cfg.OnInstall != nil {
-			a.cfg.OnInstall(hookCtx, stored)
+			a.cfg.OnInstall(context.WithValue(hookCtx, installKindKey{}, kind), stored)
 		}
 	}
 	if page {
@@ -155,6 +155,42 @@ func (a *App) serveInstall(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = w.Write([]byte("ok\n"))
+}
+
+// InstallKind says what the install event an OnInstall call reports did; InstallKindFrom reads
+// it from the hook's context.
+type InstallKind int
+
+// The kinds of install events.
+const (
+	InstallNew       InstallKind = iota + 1 // a portal not stored before
+	InstallUpdate                           // ONAPPUPDATE: a new version of the app
+	InstallReinstall                        // another installation replaced a dead one (its uninstall event was lost)
+	InstallAgain                            // ONAPPINSTALL or the install page again, with a newer pair
+)
+
+// String returns the kind's name: "new", "update", "reinstall", "again".
+func (k InstallKind) String() string {
+	switch k {
+	case InstallNew:
+		return "new"
+	case InstallUpdate:
+		return "update"
+	case InstallReinstall:
+		return "reinstall"
+	case InstallAgain:
+		return "again"
+	}
+	return "unknown"
+}
+
+type installKindKey struct{}
+
+// InstallKindFrom returns what the install event reported to OnInstall did, from the context
+// OnInstall receives; 0 for any other context.
+func InstallKindFrom(ctx context.Context) InstallKind {
+	k, _ := ctx.Value(installKindKey{}).(InstallKind)
+	return k
 }
 
 // installFinishPage tells Bitrix24 that the installation of an app with a UI is complete.
@@ -175,9 +211,9 @@ func asEventError(err error) *eventError {
 }
 
 // storeInstall verifies ev (see InstallHandler for the rules) and writes it; update says ev is
-// an ONAPPUPDATE. It returns what is stored, and whether the event changed anything (a replay
-// of an older event does not).
-func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (Installation, bool, error) {
+// an ONAPPUPDATE. It returns what is stored, and what the event did: 0 when it changed nothing
+// (a replay of an older event).
+func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (Installation, InstallKind, error) {
 	v, err := a.verifyInstall(ctx, ev)
 	if err != nil {
 		if v.spent {
@@ -186,7 +222,7 @@ func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (I
 			a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: install event refused after its refresh token was exchanged",
 				slog.String("member_id", ev.MemberID))
 		}
-		return ev, false, err
+		return ev, 0, err
 	}
 	if v.spent {
 		// The only live pair is v.inst's now: its write must not depend on the request.
@@ -197,13 +233,17 @@ func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (I
 	inst := v.inst
 	store := a.cfg.Store
 	var stored Installation
-	changed := true
+	var kind InstallKind
 	var after error // refuse the event, though fn wrote (a stored pair it had to refresh)
 	err = store.Update(ctx, inst.MemberID, func(cur Installation) (Installation, error) {
-		stored, changed, after = Installation{}, true, nil
+		stored, after = Installation{}, nil
+		kind = InstallAgain
+		if update {
+			kind = InstallUpdate
+		}
 		if cur.State != StateRevoked && olderPair(inst.OAuthParams, cur.OAuthParams) {
 			// A replayed or late event: the stored pair is newer. Keep it.
-			changed = false
+			kind = 0
 			stored = cur
 			return cur, errNoWrite
 		}
@@ -228,31 +268,32 @@ func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (I
 				}
 				return cur, errStoredPairAlive
 			}
+			kind = InstallReinstall
 		}
 		stored = merge(cur, inst)
 		return stored, nil
 	})
 	switch {
 	case err == nil && after != nil:
-		return stored, false, after
+		return stored, 0, after
 	case err == nil:
-		return stored, true, nil
+		return stored, kind, nil
 	case errors.Is(err, errNoWrite):
-		return stored, changed, nil
+		return stored, kind, nil
 	case errors.Is(err, ErrNotInstalled):
 		if err := store.Save(ctx, inst); err != nil {
 			a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: storing an installation failed",
 				slog.String("member_id", inst.MemberID), slog.Any("error", err))
-			return inst, false, err
+			return inst, 0, err
 		}
-		return inst, true, nil
+		return inst, InstallNew, nil
 	default:
 		var ee *eventError
 		if !errors.As(err, &ee) {
 			a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: storing an installation failed",
 				slog.String("member_id", inst.MemberID), slog.Any("error", err))
 		}
-		return inst, false, err
+		return inst, 0, err
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -138,13 +139,24 @@ func normalizeOrigin(s string) (string, error) {
 }
 
 func defaultHTTPClient() *http.Client {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = 32
 	return &http.Client{
-		Transport: t,
+		Transport: sharedTransport(),
 		Timeout:   90 * time.Second,
 		// A 302 from a portal means it was renamed; following it would turn the POST into a GET
 		// and could carry the token to another host. The reply is reported instead.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }
+
+// newTransport is the transport of the SDK's default clients: the standard one, with more idle
+// connections per host (a busy portal gets many calls at once).
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 32
+	return t
+}
+
+// sharedTransport is the one transport of every client New builds without WithHTTPClient, so
+// that clients made and destroyed per request reuse connections instead of each keeping its
+// own pool (two goroutines and a file descriptor per idle connection) until the idle timeout.
+var sharedTransport = sync.OnceValue(newTransport)

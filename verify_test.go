@@ -474,3 +474,34 @@ func TestUninstallOfAnInstallationWithoutApplicationToken(t *testing.T) {
 		}
 	})
 }
+
+// OnInstall tells a new install from an update, a repeated install and a reinstall, and its
+// context outlives the response.
+func TestOnInstallKindAndContext(t *testing.T) {
+	var mu sync.Mutex
+	var kinds []b24oauth.InstallKind
+	var ctxs []context.Context
+	env := newAppEnv(t, nil, b24oauth.NewMemoryStore(), func(c *b24oauth.AppConfig) {
+		c.OnInstall = func(ctx context.Context, _ b24oauth.Installation) {
+			mu.Lock()
+			defer mu.Unlock()
+			kinds = append(kinds, b24oauth.InstallKindFrom(ctx))
+			ctxs = append(ctxs, ctx)
+		}
+	})
+	p := env.install()
+	env.mustPost("/install", p.UpdateEvent("2"))
+	env.mustPost("/install", p.InstallPage())
+	env.mustPost("/install", p.Reinstall())
+	mu.Lock()
+	defer mu.Unlock()
+	want := []b24oauth.InstallKind{b24oauth.InstallNew, b24oauth.InstallUpdate, b24oauth.InstallAgain, b24oauth.InstallReinstall}
+	if d := cmp.Diff(want, kinds); d != "" {
+		t.Errorf("kinds (-want +got):\n%s", d)
+	}
+	for i, ctx := range ctxs {
+		if ctx.Err() != nil {
+			t.Errorf("hook %d: context %v after the response", i, ctx.Err())
+		}
+	}
+}
