@@ -40,9 +40,12 @@
 // malformed, or it is plaintext under WithoutPlaintext) makes Load and Update fail with an
 // *UnsealError, which matches ErrUnseal (errors.Is) and never b24oauth.ErrNotInstalled: the
 // portal is installed, and its record must not be dropped for it. Update then neither calls
-// fn nor writes anything. Save replaces such a record, as it replaces any: a reinstall
-// recovers a portal whose record was sealed with a lost key. No error, and nothing a Store
-// prints or logs, holds a key, a token or a sealed value.
+// fn nor writes anything, so the App's handlers refuse the portal's events (503: they cannot
+// check an event's application_token against a record they cannot open) and its clients fail.
+// To recover a record sealed with a lost key, delete it (Store.Delete, or its file, row or
+// key): the portal's next install stores it anew. Save, which replaces any record, replaces
+// such a one too. No error, and nothing a Store prints or logs, holds a key, a token or a
+// sealed value.
 //
 // # Where the keys come from
 //

@@ -73,7 +73,7 @@ func (e *UnsealError) Unwrap() []error { return []error{ErrUnseal, e.Reason} }
 // nothing usable about the key. Operators use it to find the records still sealed with an old
 // key, e.g. in PostgreSQL:
 //
-//	SELECT count(*) FROM b24oauth_installations WHERE data->>'refresh_token' LIKE 'b24s1:' || '<id>' || ':%';
+//	SELECT count(*) FROM b24oauth_installations WHERE data->>'refresh_token' LIKE 'b24s1:<id>:%';
 func KeyID(key []byte) string {
 	h := sha256.New()
 	h.Write([]byte("b24oauth sealstore key id\x00"))

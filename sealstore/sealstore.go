@@ -18,6 +18,7 @@ var ErrNotLister = fmt.Errorf("sealstore: the inner store does not implement b24
 // Store is a b24oauth.TokenStore that keeps the access, refresh and application tokens of
 // every installation sealed in an inner store (see the package documentation). It is safe for
 // concurrent use, as its inner store must be. Printing or logging it shows its key ids only.
+// The zero value is not usable; call New or NewWithOptions.
 type Store struct {
 	inner          b24oauth.TokenStore
 	keys           keyring
@@ -126,7 +127,7 @@ func (s *Store) Load(ctx context.Context, memberID string) (b24oauth.Installatio
 }
 
 // Save seals the tokens of inst with the first key and saves it in the inner store, replacing
-// whatever record it had, even one that no key opens.
+// whatever record it had, even one that no key opens. It reads nothing.
 func (s *Store) Save(ctx context.Context, inst b24oauth.Installation) error {
 	if err := s.keys.seal(&inst.OAuthParams); err != nil {
 		return err
