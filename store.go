@@ -3,6 +3,7 @@ package b24oauth
 import (
 	"context"
 	"fmt"
+	"iter"
 	"log/slog"
 	"strconv"
 	"time"
@@ -94,4 +95,10 @@ type TokenStore interface {
 	Delete(ctx context.Context, memberID string) error
 	// Update reads, changes and writes one installation atomically.
 	Update(ctx context.Context, memberID string, fn func(cur Installation) (Installation, error)) error
+}
+
+// Lister is implemented by stores that can enumerate their installations: MemoryStore,
+// FileStore, pgstore and redisstore all do, and storetest checks it where a store has it.
+type Lister interface {
+	List(ctx context.Context) iter.Seq2[string, error] // every stored member_id once, any order
 }
