@@ -20,6 +20,28 @@
 // (Portal.InstallEvent, UpdateEvent, UninstallEvent, InstallPage) build the
 // POSTs Bitrix24 sends to an app, with real token pairs.
 //
+// # Events
+//
+// The app binds events with event.bind (online, to a handler URL, or
+// offline), lists them with event.get and removes them with event.unbind; a
+// second identical binding gets the real portal's answer, 400 ERROR_CORE
+// "Unable to set event handler: Handler already binded". crm.deal.add,
+// crm.deal.update and crm.deal.delete (directly or in a batch), and
+// Portal.AddDeal and UpdateDeal (a user, or an automation rule, acting in the
+// portal) fire ONCRMDEALADD, ONCRMDEALUPDATE and ONCRMDEALDELETE: an online
+// binding gets the form POST over HTTP from the fake's own client (event,
+// event_handler_id, data[FIELDS][ID], ts, auth[...] with a fresh access token
+// of the acting user, or no tokens for an automation rule), in order, never
+// retried; Server.Deliveries records each answer and WaitForDeliveries waits
+// for the ones under way. An offline binding puts the event into the portal's
+// offline queue (one entry per object: a later change updates it), served by
+// event.offline.get (clear=0 reserves a page under a process_id, so parallel
+// callers get disjoint pages), event.offline.clear, event.offline.error and
+// event.offline.list, and signalled by ONOFFLINEEVENT to its handlers. Removing
+// the app removes its bindings and its queue. Portal.NewEvent and ForgedEvent
+// build events to send to a handler directly; Portal.OpenPage and
+// OpenPlacement build the POST of the app's pages opened by any user.
+//
 // The fake is strict, like the real thing: wrong tokens, expired tokens,
 // reused refresh tokens, unknown methods and exceeded limits get the real
 // error codes and HTTP statuses; batch replies use PHP's quirks ([] for
@@ -50,6 +72,11 @@
 //   - invalid_token's description is "The access token provided is invalid".
 //   - Tokens of an uninstalled app answer 401 invalid_token (they are revoked
 //     at uninstall), not APPLICATION_NOT_FOUND.
+//   - Event handlers get 10 s to answer (WithDeliveryTimeout); the real limit
+//     is undocumented. An ordinary event's auth block has expires and user_id
+//     besides the documented keys (as real captures of app events do), and no
+//     refresh token; ONOFFLINEEVENT's has the refresh token too, as its page
+//     shows. Offline EVENT_DATA holds the deal ID as a JSON number.
 //   - Classic CRM methods report errors with an empty code
 //     ({"error":"","error_description":"Not found"}, HTTP 400).
 //   - REST v3 crm.deal.list takes {"select":[...], "filter":[[field, op,

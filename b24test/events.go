@@ -2,6 +2,7 @@ package b24test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -68,8 +69,9 @@ func (e Event) PostWith(ctx context.Context, c *http.Client, rawURL string) (*ht
 	return c.Do(req)
 }
 
-// fullAuthLocked fills the full auth block of §1.2 with a fresh pair.
-func (p *Portal) fullAuthLocked(f url.Values, t Tokens) {
+// fullAuthLocked fills the full auth block of §1.2 with t, a pair of user; the refresh token
+// only when withRefresh.
+func (p *Portal) fullAuthLocked(f url.Values, t Tokens, user int, withRefresh bool) {
 	s := p.s
 	f.Set("auth[access_token]", t.AccessToken)
 	f.Set("auth[expires]", strconv.FormatInt(t.Expires.Unix(), 10))
@@ -80,8 +82,10 @@ func (p *Portal) fullAuthLocked(f url.Values, t Tokens) {
 	f.Set("auth[status]", p.status)
 	f.Set("auth[client_endpoint]", p.ClientEndpoint())
 	f.Set("auth[member_id]", p.memberID)
-	f.Set("auth[user_id]", "1")
-	f.Set("auth[refresh_token]", t.RefreshToken)
+	f.Set("auth[user_id]", strconv.Itoa(user))
+	if withRefresh {
+		f.Set("auth[refresh_token]", t.RefreshToken)
+	}
 	f.Set("auth[application_token]", p.appToken)
 }
 
@@ -109,7 +113,7 @@ func (p *Portal) installEventLocked() Event {
 	f.Set("data[INSTALLED]", "Y")
 	f.Set("data[LANGUAGE_ID]", p.language)
 	f.Set("ts", strconv.FormatInt(p.s.now().Unix(), 10))
-	p.fullAuthLocked(f, t)
+	p.fullAuthLocked(f, t, 1, true)
 	return Event{Query: url.Values{}, Form: f}
 }
 
@@ -120,13 +124,14 @@ func (p *Portal) reinstallLocked() {
 
 // Reinstall simulates removing and installing the app again: the app is
 // marked installed, the application_token is rotated, earlier tokens are
-// revoked, and the ONAPPINSTALL event (with a fresh pair and the new
-// application_token) is returned.
+// revoked, its event bindings and offline queue are gone, and the ONAPPINSTALL
+// event (with a fresh pair and the new application_token) is returned.
 func (p *Portal) Reinstall() Event {
 	s := p.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p.revokeAllLocked()
+	p.dropAppDataLocked()
 	p.reinstallLocked()
 	return p.installEventLocked()
 }
@@ -148,12 +153,13 @@ func (p *Portal) UpdateEvent(version string) Event {
 	f.Set("data[PREVIOUS_VERSION]", prev)
 	f.Set("data[LANGUAGE_ID]", p.language)
 	f.Set("ts", strconv.FormatInt(s.now().Unix(), 10))
-	p.fullAuthLocked(f, t)
+	p.fullAuthLocked(f, t, 1, true)
 	return Event{Query: url.Values{}, Form: f}
 }
 
 // UninstallEvent marks the app uninstalled on the portal, revokes every
-// token (REST → 401 invalid_token, refresh → 400 invalid_grant) and returns
+// token (REST → 401 invalid_token, refresh → 400 invalid_grant), removes the
+// app's event bindings and offline queue, and returns
 // the ONAPPUNINSTALL event: auth has only domain, server_endpoint,
 // client_endpoint, member_id and application_token; data[CLEAN] is "1" or
 // "0".
@@ -163,6 +169,7 @@ func (p *Portal) UninstallEvent(clean bool) Event {
 	defer s.mu.Unlock()
 	p.installed = false
 	p.revokeAllLocked()
+	p.dropAppDataLocked()
 	f := url.Values{}
 	f.Set("event", "ONAPPUNINSTALL")
 	f.Set("event_handler_id", UninstallHandlerID)
@@ -230,5 +237,21 @@ func (p *Portal) InstallEventAs(user int) Event {
 	ev.Form.Set("auth[refresh_token]", t.RefreshToken)
 	ev.Form.Set("auth[expires]", strconv.FormatInt(t.Expires.Unix(), 10))
 	ev.Form.Set("auth[user_id]", strconv.Itoa(user))
+	return ev
+}
+
+// OpenPlacement returns the POST a widget of the app receives in its iframe
+// when user opens it: OpenPage's shape with PLACEMENT=placement and
+// PLACEMENT_OPTIONS=options as a JSON string (left out when options is nil).
+func (p *Portal) OpenPlacement(user int, placement string, options map[string]any) Event {
+	ev := p.OpenPage(user)
+	ev.Form.Set("PLACEMENT", placement)
+	if options != nil {
+		b, err := json.Marshal(options)
+		if err != nil {
+			panic("b24test: PLACEMENT_OPTIONS: " + err.Error())
+		}
+		ev.Form.Set("PLACEMENT_OPTIONS", string(b))
+	}
 	return ev
 }

@@ -1,9 +1,13 @@
 package b24test_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"strconv"
 
 	"github.com/b24go/b24oauth/b24test"
 )
@@ -50,4 +54,41 @@ func ExamplePortal_ExpireAccessToken() {
 	_ = json.NewDecoder(resp.Body).Decode(&e)
 	fmt.Println(resp.StatusCode, e.Error)
 	// Output: 401 expired_token
+}
+
+// A deal added in the portal reaches the app's handler bound with event.bind: test your own
+// event handlers this way (b24oauth.App.EventHandler, or any http.Handler).
+func ExamplePortal_AddDeal() {
+	s := b24test.NewServer()
+	defer s.Close()
+	p := s.AddPortal(b24test.PortalName("acme"))
+
+	// The app's event handler, on a loopback port.
+	received := make(chan url.Values, 1)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		received <- r.PostForm
+	}))
+	defer app.Close()
+
+	// The app binds ONCRMDEALADD with its installation's (an administrator's) token.
+	resp, err := s.Client().PostForm(p.ClientEndpoint()+"event.bind", url.Values{
+		"auth": {p.Tokens().AccessToken}, "event": {"ONCRMDEALADD"}, "handler": {app.URL + "/events"},
+	})
+	if err != nil {
+		panic(err)
+	}
+	resp.Body.Close()
+
+	// A user adds a deal; the portal POSTs the event to the handler.
+	id := p.AddDeal(1, map[string]string{"TITLE": "Big deal"})
+	ev := <-received
+	if err := s.WaitForDeliveries(context.Background()); err != nil {
+		panic(err)
+	}
+	fmt.Println(ev.Get("event"), ev.Get("data[FIELDS][ID]") == strconv.Itoa(id), ev.Get("auth[application_token]") == p.ApplicationToken())
+	fmt.Println("delivered:", p.Deliveries()[0].Status)
+	// Output:
+	// ONCRMDEALADD true true
+	// delivered: 200
 }

@@ -15,6 +15,7 @@ type callCtx struct {
 	now   time.Time
 	next  *int
 	total *int
+	fired []firedEvent // events the call caused, sent when it succeeded
 }
 
 type builtin struct {
@@ -40,6 +41,7 @@ func init() {
 		"tasks.task.get":  {"task", mTaskGet},
 		"tasks.task.add":  {"task", mTaskAdd},
 	}
+	registerEventMethods()
 }
 
 const pageSize = 50
@@ -447,6 +449,7 @@ func mDealAdd(c *callCtx, params *phpArray) (any, *Error) {
 	_, d := c.p.findDeal(id)
 	d["TITLE"] = ""
 	applyFields(d, pArray(params, "fields"))
+	c.fire("ONCRMDEALADD", id)
 	return id, nil
 }
 
@@ -461,6 +464,7 @@ func mDealUpdate(c *callCtx, params *phpArray) (any, *Error) {
 	}
 	applyFields(d, pArray(params, "fields"))
 	d["DATE_MODIFY"] = phpDate(c.now)
+	c.fire("ONCRMDEALUPDATE", id)
 	return true, nil
 }
 
@@ -474,6 +478,7 @@ func mDealDelete(c *callCtx, params *phpArray) (any, *Error) {
 		return nil, crmError("Not found")
 	}
 	c.p.deals = append(c.p.deals[:i:i], c.p.deals[i+1:]...)
+	c.fire("ONCRMDEALDELETE", id)
 	return true, nil
 }
 

@@ -42,6 +42,13 @@ type Portal struct {
 	tasks      []task
 	nextDealID int
 	nextTaskID int
+
+	// Event bindings and the offline queue (event_bindings.go, offline.go).
+	bindings    []*Binding
+	nextBinding int
+	offline     []*offlineRec
+	nextOffline int
+	lastSignal  map[int]time.Time // ONOFFLINEEVENT binding id → last signal sent
 }
 
 // Tokens is a token pair issued by the fake.

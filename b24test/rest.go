@@ -305,6 +305,7 @@ func (p *Portal) call(user int, method string, params *phpArray, inBatch bool) c
 		out.err = err
 		return out
 	}
+	p.fireLocked(c.fired, user, connectorParam(params))
 	out.result, out.next, out.total = res, c.next, c.total
 	return out
 }

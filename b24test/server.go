@@ -50,6 +50,7 @@ type Server struct {
 	methodsV3       map[string]MethodFunc
 	durations       map[string]time.Duration
 	appIDHex        string
+	out             outbox // events on their way to the app's handlers (delivery.go)
 }
 
 type config struct {
@@ -64,6 +65,8 @@ type config struct {
 	tokenScope             string
 	latency                time.Duration
 	v3AuthShape            string
+	deliveryTimeout        time.Duration
+	deliveryClient         *http.Client
 }
 
 // Option configures a Server.
@@ -171,7 +174,8 @@ func NewServer(opts ...Option) *Server {
 			"invalid_request": http.StatusBadRequest,
 			"invalid_client":  http.StatusUnauthorized,
 		},
-		v3AuthShape: "classic",
+		v3AuthShape:     "classic",
+		deliveryTimeout: DefaultDeliveryTimeout,
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -196,6 +200,7 @@ func NewServer(opts ...Option) *Server {
 	s.ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	s.ts.StartTLS()
 	s.client = routedClient(s.ts)
+	s.out.init(cfg.deliveryClient, cfg.deliveryTimeout)
 	return s
 }
 
@@ -216,6 +221,7 @@ func routedClient(ts *httptest.Server) *http.Client {
 
 // Close shuts the server down.
 func (s *Server) Close() {
+	s.out.close()
 	s.client.CloseIdleConnections()
 	s.ts.Close()
 }
