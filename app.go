@@ -63,6 +63,14 @@ type AppConfig struct {
 	// StaleRefreshAfter is how old a "refresh in flight" mark must be for the next refresh to
 	// treat it as left by a crashed process; 0: one minute.
 	StaleRefreshAfter time.Duration
+
+	// Events are bound on every accepted install and update, with the installation's (an
+	// administrator's) token: only those the portal lacks (event.get first), so reinstalls,
+	// updates and replicas never bind twice. See EventBinding and App.BindEvents.
+	Events []EventBinding
+	// OnBindError runs when binding Events on a portal failed (a *BindError, or why the portal
+	// could not be asked); the install itself succeeded. nil: the failure is only logged.
+	OnBindError func(ctx context.Context, inst Installation, err error)
 }
 
 // App serves many portals from one application: it receives lifecycle events through
@@ -104,6 +112,8 @@ type App struct {
 	evictions int
 
 	ownsTransport bool // httpClient's transport is the App's: Close closes its connections
+
+	inbound inboundState // ordinary events, offline pulls and frames (event_handler.go)
 }
 
 // unsavedPair is a refreshed pair whose write to the store failed.
@@ -121,6 +131,7 @@ type portalEntry struct {
 	memberID string
 	client   *B24OAuth // nil: (re)build on the next ClientForMember
 	limiter  *limiter
+	appToken string // the application token of the installation client was built from
 }
 
 const defaultCacheSize = 1024
@@ -150,6 +161,9 @@ func NewApp(cfg AppConfig) (*App, error) {
 	}
 	if cfg.StaleRefreshAfter <= 0 {
 		cfg.StaleRefreshAfter = time.Minute
+	}
+	if err := checkBindings(cfg.Events); err != nil {
+		return nil, err
 	}
 	a := &App{
 		cfg:         cfg,
@@ -384,11 +398,11 @@ func (a *App) buildOnce(ctx context.Context, memberID string, f *buildFlight) (*
 	}
 	if el, ok := a.entries[memberID]; ok {
 		e := el.Value.(*portalEntry)
-		e.client = c
+		e.client, e.appToken = c, inst.ApplicationToken
 		a.lru.MoveToFront(el)
 		return c, nil
 	}
-	a.entries[memberID] = a.lru.PushFront(&portalEntry{memberID: memberID, client: c, limiter: lim})
+	a.entries[memberID] = a.lru.PushFront(&portalEntry{memberID: memberID, client: c, limiter: lim, appToken: inst.ApplicationToken})
 	delete(a.parked, memberID)
 	for a.lru.Len() > a.cfg.CacheSize {
 		oldest := a.lru.Back()

@@ -328,11 +328,18 @@ var readOnlyMethods = map[string]bool{
 	"feature.get": true, "app.option.get": true, "user.option.get": true, "documentation": true,
 }
 
+// writingMethods are methods that change something although their names say they read:
+// event.offline.get deletes (clear=1) or reserves (clear=0) the events it returns.
+var writingMethods = map[string]bool{"event.offline.get": true}
+
 // isReadOnly reports whether re-sending method is harmless: it only reads.
 func isReadOnly(method string) bool {
 	m := strings.ToLower(method)
 	if readOnlyMethods[m] {
 		return true
+	}
+	if writingMethods[m] {
+		return false
 	}
 	last := m[strings.LastIndexByte(m, '.')+1:]
 	switch last {

@@ -139,6 +139,7 @@ func (a *App) serveInstall(w http.ResponseWriter, r *http.Request) {
 		a.forget(stored.MemberID)
 		a.log.LogAttrs(ctx, slog.LevelInfo, "b24oauth: installation stored",
 			slog.String("member_id", stored.MemberID), slog.String("domain", stored.Domain), slog.String("version", stored.Version))
+		a.bindEvents(ctx, stored) // AppConfig.Events; a failure is reported, never fails the install
 		if a.cfg.OnInstall != nil {
 			a.cfg.OnInstall(context.WithValue(hookCtx, installKindKey{}, kind), stored)
 		}
