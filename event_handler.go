@@ -266,9 +266,9 @@ func (a *App) setCachedToken(memberID string, c *B24OAuth, tok string) {
 
 // eventForm is what an event's body says, before anything is checked.
 type eventForm struct {
-	name, handlerID, ts                    string
+	name, handlerID, ts                     string
 	memberID, appToken, accessToken, userID string
-	data                                   *phpNode // nil: no data[...] keys
+	data                                    *phpNode // nil: no data[...] keys
 }
 
 // event validates the form's shape and returns the Event it describes (without Domain).
