@@ -157,6 +157,8 @@ func (p *offlinePull) run(ctx context.Context) (int, error) {
 			if leftover {
 				continue
 			}
+			p.app.log.LogAttrs(ctx, slog.LevelDebug, "b24oauth: offline events pulled",
+				slog.String("member_id", p.memberID), slog.Int("handled", p.handled), slog.Int("refused", p.refused))
 			return p.handled, p.err()
 		}
 		prev = p.handle(ctx, *page.ProcessID, page.Events)
