@@ -123,4 +123,3 @@ func BenchmarkPullOffline10k(b *testing.B) {
 	b.ReportMetric(float64(requests)/float64(b.N), "requests/op")
 	b.ReportMetric(float64(n*b.N)/elapsed.Seconds(), "events/s")
 }
-

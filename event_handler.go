@@ -62,13 +62,15 @@ type EventFunc func(ctx context.Context, ev Event, client *B24OAuth) error
 // verified the same way and reach fn with Event.Automated set. Nothing else the event says is
 // trusted: the portal's domain is the installation's.
 //
-// fn runs before the answer, which is 200 when it returns nil and 500 otherwise (Bitrix24 never
-// resends an event either way). Its context is not cancelled when the sender hangs up, but
-// ends after AppConfig.EventTimeout. Bitrix24's queue waits for the answer and slows down the
-// deliveries of a slow handler, so keep fn short: to hand slow work off, copy what it needs
-// from ev and start it with a context made by context.WithoutCancel(ctx) (values kept, no
-// deadline), or put it into a durable queue of your own. For events that must not be lost, bind
-// offline events and use PullOfflineEvents (or an OfflineLoop) instead.
+// fn (nil: accept every verified event) runs before the answer, which is 200 when it returns
+// nil and 500 otherwise (Bitrix24 never resends an event either way). Its context is not
+// cancelled when the sender hangs up, but ends after AppConfig.EventTimeout. The handler adds
+// no wait of its own around fn (no store lock, no request to the portal), but Bitrix24's queue
+// waits for the answer and slows down the deliveries of a slow handler, so keep fn short: to
+// hand slow work off, copy what it needs from ev and start it with a context made by
+// context.WithoutCancel(ctx) (values kept, no deadline), or put it into a durable queue of your
+// own. For events that must not be lost, bind offline events and use PullOfflineEvents (or an
+// OfflineLoop) instead.
 func (a *App) EventHandler(fn EventFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.serveEvent(w, r, fn) })
 }
@@ -119,6 +121,9 @@ func (a *App) serveEvent(w http.ResponseWriter, r *http.Request, fn EventFunc) {
 		return
 	}
 	ev.Domain = client.params().Domain
+	if fn == nil {
+		fn = acceptEvent
+	}
 	if err := fn(ctx, ev, client); err != nil {
 		a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: event handler failed",
 			slog.String("member_id", ev.MemberID), slog.String("event", ev.Name), slog.Any("error", err))
@@ -132,6 +137,8 @@ func (a *App) serveEvent(w http.ResponseWriter, r *http.Request, fn EventFunc) {
 }
 
 var okBody = []byte("ok\n")
+
+func acceptEvent(context.Context, Event, *B24OAuth) error { return nil }
 
 // bodyPool recycles event bodies.
 var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}

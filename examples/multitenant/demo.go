@@ -8,14 +8,17 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/b24go/b24oauth"
 	"github.com/b24go/b24oauth/b24test"
 )
 
-// runDemo walks the whole mission over real HTTP: a fake Bitrix24 installs the app on a portal,
-// business code calls the portal, the token expires and is refreshed and persisted, the portal
-// uninstalls the app.
+// runDemo walks the whole mission over real HTTP: a fake Bitrix24 installs the app on a portal
+// (which binds its events), business code calls the portal, a deal added in the portal reaches
+// the event handler, a changed deal is pulled from the offline queue, the token expires and is
+// refreshed and persisted, the portal uninstalls the app.
 func runDemo(ctx context.Context, out io.Writer) error {
 	fake := b24test.NewServer()
 	defer fake.Close()
@@ -28,6 +31,18 @@ func runDemo(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	step := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
+	reported := make(chan struct{}, 1)
+	deals := dealEvents(func(_ context.Context, what string, ev b24oauth.Event, title string) {
+		step("   handler: %s %q on %s (%s)", what, title, ev.Domain, map[bool]string{false: "delivered to /events", true: "pulled from the offline queue"}[ev.Offline])
+		reported <- struct{}{}
+	})
+	var handler eventsHandler
+	base, stop, err := listen(&handler)
+	if err != nil {
+		return err
+	}
+	defer stop()
 	app, err := b24oauth.NewApp(b24oauth.AppConfig{
 		ClientID:     fake.ClientID(),
 		ClientSecret: fake.ClientSecret(),
@@ -35,17 +50,21 @@ func runDemo(ctx context.Context, out io.Writer) error {
 		HTTPClient:   fake.Client(),                // trusts the fake's TLS certificate
 		OAuthServers: []string{fake.OAuthOrigin()}, // the fake's OAuth server, instead of Bitrix24's
 		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Events:       bindings(base),
 	})
 	if err != nil {
 		return err
 	}
 	defer app.Close()
-	base, stop, err := listen(newMux(app))
-	if err != nil {
-		return err
+	handler.set(newMux(app, deals))
+	waitReport := func() error {
+		select {
+		case <-reported:
+			return nil
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("the event never reached the handler: %+v", fake.Deliveries())
+		}
 	}
-	defer stop()
-	step := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
 
 	portal := fake.AddPortal(b24test.PortalName("acme"))
 	step("1. Bitrix24 portal %s (member_id %s) installs the app: POST %s/install", portal.Domain(), portal.MemberID(), base)
@@ -56,7 +75,7 @@ func runDemo(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	step("   stored in %s: %v", dir, inst.State)
+	step("   stored in %s: %v; events bound: %s", dir, inst.State, boundEvents(portal))
 
 	profileURL := base + "/portal/" + portal.MemberID() + "/profile"
 	step("2. Business code calls the portal: GET %s", profileURL)
@@ -69,8 +88,25 @@ func runDemo(ctx context.Context, out io.Writer) error {
 		return fmt.Errorf("profile: HTTP %d", status)
 	}
 
+	step("3. A user adds a deal in the portal; Bitrix24 POSTs ONCRMDEALADD to %s/events", base)
+	id := portal.AddDeal(1, map[string]string{"TITLE": "Big deal"})
+	if err := waitReport(); err != nil {
+		return err
+	}
+
+	step("4. The deal changes; ONCRMDEALUPDATE waits in the portal's offline queue until the app pulls it")
+	portal.UpdateDeal(1, id, map[string]string{"TITLE": "Bigger deal"})
+	n, err := app.PullOfflineEvents(ctx, portal.MemberID(), deals)
+	if err != nil {
+		return err
+	}
+	if err := waitReport(); err != nil {
+		return err
+	}
+	step("   pulled %d event(s); left in the queue: %d", n, len(portal.OfflineEvents()))
+
 	portal.ExpireAccessToken()
-	step("3. The access token expires; the next call refreshes it and writes the new pair to the store")
+	step("5. The access token expires; the next call refreshes it and writes the new pair to the store")
 	if status, body, err = get(ctx, profileURL); err != nil {
 		return err
 	}
@@ -87,7 +123,7 @@ func runDemo(ctx context.Context, out io.Writer) error {
 		return fmt.Errorf("the refresh was not persisted")
 	}
 
-	step("4. The portal uninstalls the app: POST %s/uninstall", base)
+	step("6. The portal uninstalls the app: POST %s/uninstall", base)
 	if err := post(ctx, portal.UninstallEvent(false), base+"/uninstall"); err != nil {
 		return err
 	}
@@ -98,8 +134,34 @@ func runDemo(ctx context.Context, out io.Writer) error {
 	if status != http.StatusNotFound {
 		return fmt.Errorf("after uninstall: HTTP %d, want 404", status)
 	}
-	step("Done: install, call, refresh persisted, uninstall.")
+	step("Done: install, call, event delivered, offline event pulled, refresh persisted, uninstall.")
 	return nil
+}
+
+// boundEvents lists the portal's event bindings.
+func boundEvents(p *b24test.Portal) string {
+	var out []string
+	for _, b := range p.Bindings() {
+		if b.Offline {
+			out = append(out, b.Event+" (offline)")
+		} else {
+			out = append(out, b.Event)
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+// eventsHandler serves the mux once the App exists (the App's config needs the server's URL).
+type eventsHandler struct{ h atomic.Pointer[http.ServeMux] }
+
+func (e *eventsHandler) set(mux *http.ServeMux) { e.h.Store(mux) }
+
+func (e *eventsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if mux := e.h.Load(); mux != nil {
+		mux.ServeHTTP(w, r)
+		return
+	}
+	http.Error(w, "starting", http.StatusServiceUnavailable)
 }
 
 func post(ctx context.Context, ev b24test.Event, url string) error {

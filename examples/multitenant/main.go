@@ -1,14 +1,21 @@
 // Command multitenant is a Bitrix24 application backend serving many portals with b24oauth.
 //
-// It mounts the install and uninstall handlers and one business endpoint:
+// It mounts the install and uninstall handlers, the event handler and one business endpoint:
 //
 //	POST /install                    ONAPPINSTALL, ONAPPUPDATE, and the install page POST
 //	POST /uninstall                  ONAPPUNINSTALL
+//	POST /events                     ONCRMDEALADD (each new deal is logged) and ONOFFLINEEVENT
 //	GET  /portal/{memberID}/profile  calls the portal's REST method "profile"
+//
+// Every portal that installs the app gets ONCRMDEALADD bound to /events (when B24_PUBLIC_URL
+// says where the server is reachable) and ONCRMDEALUPDATE bound offline: changed deals wait in
+// the portal's queue, which the server drains every five minutes and whenever the portal
+// signals new entries (ONOFFLINEEVENT).
 //
 // Configuration comes from the environment: PORT (default 3001), B24_CLIENT_ID and
 // B24_CLIENT_SECRET (the application's credentials), B24_STORE_DIR (the file store's directory,
-// default .b24oauth). It shuts down gracefully on SIGINT or SIGTERM.
+// default .b24oauth), B24_PUBLIC_URL (the server's public base URL, e.g. https://app.example.com).
+// It shuts down gracefully on SIGINT or SIGTERM.
 //
 // With -demo it runs the whole mission against the b24test fake Bitrix24 and exits:
 //
@@ -17,6 +24,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,6 +33,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -46,11 +55,12 @@ func main() {
 	}
 }
 
-// newMux mounts the application's routes.
-func newMux(app *b24oauth.App) *http.ServeMux {
+// newMux mounts the application's routes; events receives the portals' events.
+func newMux(app *b24oauth.App, events b24oauth.EventFunc) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("POST /install", app.InstallHandler())
 	mux.Handle("POST /uninstall", app.UninstallHandler())
+	mux.Handle("POST /events", app.EventHandler(events))
 	mux.HandleFunc("GET /portal/{memberID}/profile", func(w http.ResponseWriter, r *http.Request) {
 		profile(app, w, r)
 	})
@@ -82,24 +92,79 @@ func profile(app *b24oauth.App, w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(resp.Result)
 }
 
+// dealEvents is the app's business code for deal events: it reads the deal with the portal's
+// client and reports it. ONCRMDEALADD arrives at /events; ONCRMDEALUPDATE comes from the offline
+// queue.
+func dealEvents(report func(ctx context.Context, what string, ev b24oauth.Event, title string)) b24oauth.EventFunc {
+	return func(ctx context.Context, ev b24oauth.Event, client *b24oauth.B24OAuth) error {
+		what := ""
+		switch {
+		case ev.Name == "ONCRMDEALADD" && !ev.Offline:
+			what = "new deal"
+		case ev.Name == "ONCRMDEALUPDATE" && ev.Offline:
+			what = "deal changed"
+		default:
+			return nil
+		}
+		var data struct{ FIELDS struct{ ID json.Number } } // "42" online, 42 offline
+		if err := ev.Decode(&data); err != nil {
+			return err
+		}
+		r, err := client.Call(ctx, "crm.deal.get", map[string]any{"id": data.FIELDS.ID})
+		if err != nil {
+			return err
+		}
+		var deal struct{ TITLE string }
+		if err := r.Decode(&deal); err != nil {
+			return err
+		}
+		report(ctx, what, ev, deal.TITLE)
+		return nil
+	}
+}
+
+// bindings are the events bound on every portal: ONCRMDEALUPDATE offline, and ONCRMDEALADD and
+// ONOFFLINEEVENT at publicURL's /events when the server is reachable ("": it is not).
+func bindings(publicURL string) []b24oauth.EventBinding {
+	events := []b24oauth.EventBinding{{Event: "ONCRMDEALUPDATE"}}
+	if publicURL != "" {
+		events = append(events,
+			b24oauth.EventBinding{Event: "ONCRMDEALADD", Handler: publicURL + "/events"},
+			b24oauth.EventBinding{Event: "ONOFFLINEEVENT", Handler: publicURL + "/events"})
+	}
+	return events
+}
+
 func serve() error {
 	port := getenv("PORT", "3001")
 	store, err := b24oauth.NewFileStore(getenv("B24_STORE_DIR", ".b24oauth"))
 	if err != nil {
 		return err
 	}
+	publicURL := strings.TrimSuffix(os.Getenv("B24_PUBLIC_URL"), "/")
 	app, err := b24oauth.NewApp(b24oauth.AppConfig{
 		ClientID:     os.Getenv("B24_CLIENT_ID"),
 		ClientSecret: os.Getenv("B24_CLIENT_SECRET"),
 		Store:        store,
+		Events:       bindings(publicURL),
 	})
 	if err != nil {
 		return fmt.Errorf("%w (set B24_CLIENT_ID and B24_CLIENT_SECRET)", err)
 	}
 	defer app.Close()
+	if publicURL == "" {
+		slog.Warn("B24_PUBLIC_URL is not set: ONCRMDEALADD is not bound, changed deals are pulled every five minutes")
+	}
+	deals := dealEvents(func(ctx context.Context, what string, ev b24oauth.Event, title string) {
+		slog.InfoContext(ctx, what, "member_id", ev.MemberID, "domain", ev.Domain, "title", title)
+	})
+	loop, err := app.NewOfflineLoop(deals, b24oauth.OfflineLoopOptions{})
+	if err != nil {
+		return err
+	}
 	srv := &http.Server{
 		Addr:              ":" + port,
-		Handler:           newMux(app),
+		Handler:           newMux(app, loop.Signals(deals)),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      90 * time.Second,
@@ -108,6 +173,12 @@ func serve() error {
 	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		_ = loop.Run(ctx)
+	}()
+	defer func() { stop(); <-loopDone }()
 	slog.Info("listening", "addr", srv.Addr, "store", store.Dir())
 	select {
 	case err := <-errc:

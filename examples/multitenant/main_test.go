@@ -17,7 +17,11 @@ func TestDemo(t *testing.T) {
 	if err := runDemo(context.Background(), &out); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"refreshes seen by Bitrix24: 1; stored pair is the current one: true", "-> 404", "Done:"} {
+	for _, want := range []string{"events bound: ONCRMDEALUPDATE (offline), ONCRMDEALADD, ONOFFLINEEVENT",
+		`handler: new deal "Big deal" on acme.example.com (delivered to /events)`,
+		`handler: deal changed "Bigger deal" on acme.example.com (pulled from the offline queue)`,
+		"pulled 1 event(s); left in the queue: 0",
+		"refreshes seen by Bitrix24: 1; stored pair is the current one: true", "-> 404", "Done:"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
@@ -34,7 +38,7 @@ func TestProfileStatuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(newMux(app))
+	srv := httptest.NewServer(newMux(app, nil))
 	t.Cleanup(srv.Close)
 	p := fake.AddPortal()
 	if rec := p.InstallEvent().Send(app.InstallHandler()); rec.Code != http.StatusOK {
