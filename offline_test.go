@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -242,3 +243,31 @@ func TestNewOfflineLoopNeedsMembers(t *testing.T) {
 
 // notALister hides a store's List.
 type notALister struct{ b24oauth.TokenStore }
+
+// event.offline.get reserves (clear=0) or deletes (clear=1) what it returns: a call whose fate
+// is unknown is never re-sent, whatever its name says.
+func TestOfflineGetNotResent(t *testing.T) {
+	srv, hits := brokenServer(t)
+	host := strings.TrimPrefix(srv.URL, "https://")
+	p := testParams()
+	p.Domain, p.ClientEndpoint = host, srv.URL+"/rest/"
+	rp := b24oauth.DefaultRestrictionParams()
+	rp.RetryDelay = time.Millisecond
+	c, err := b24oauth.New(p, testSecretPair, b24oauth.WithHTTPClient(srv.Client()), b24oauth.WithRestrictionParams(rp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Call(context.Background(), "event.offline.get", map[string]any{"clear": 0}); err == nil {
+		t.Fatal("Call succeeded against a broken server")
+	}
+	if got := hits.Load(); got != 1 {
+		t.Errorf("event.offline.get was sent %d times, want 1", got)
+	}
+	hits.Store(0)
+	if _, err := c.Batch(context.Background(), []b24oauth.BatchCommand{{Method: "event.offline.get"}}); err == nil {
+		t.Fatal("Batch succeeded against a broken server")
+	}
+	if got := hits.Load(); got != 1 {
+		t.Errorf("a batch of event.offline.get was sent %d times, want 1", got)
+	}
+}
