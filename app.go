@@ -104,6 +104,8 @@ type App struct {
 	evictions int
 
 	ownsTransport bool // httpClient's transport is the App's: Close closes its connections
+
+	rechecks map[string]bool // portals with a scheduleRecheck pending
 }
 
 // unsavedPair is a refreshed pair whose write to the store failed.
@@ -164,6 +166,7 @@ func NewApp(cfg AppConfig) (*App, error) {
 		verifyGate:  newVerifyGate(),
 		unsaved:     make(map[string]*unsavedPair),
 		parked:      make(map[string]*limiter),
+		rechecks:    make(map[string]bool),
 	}
 	if a.log == nil {
 		a.log = slog.Default()
@@ -646,7 +649,8 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 	var next OAuthParams
 	var exErr error
 	var revoked Installation
-	var storedRefresh string // the refresh token the store holds, until our write succeeds
+	var foreignMark time.Time // the fresh mark of another process that made a refusal inconclusive
+	var storedRefresh string  // the refresh token the store holds, until our write succeeds
 	wrote := false
 	err = store.Update(ctx, r.memberID, func(inst Installation) (Installation, error) {
 		storedRefresh = inst.RefreshToken
@@ -681,6 +685,7 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 					// or, once its mark is stale, revokes.
 					exErr = &RefreshTokenError{MemberID: r.memberID, Status: rte.Status,
 						Description: "refused while another process refreshes this portal; retry later", Err: errRefreshElsewhere}
+					foreignMark = since
 					return inst, errNoWrite
 				}
 				if !staleMark.IsZero() && inst.RefreshingSince.Equal(staleMark) {
@@ -705,6 +710,9 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 		inst.UpdatedAt = a.now().UTC()
 		return inst, nil
 	})
+	if !foreignMark.IsZero() {
+		a.scheduleRecheck(r.memberID, foreignMark, exchange)
+	}
 	switch {
 	case exErr != nil:
 		if revoked.MemberID != "" && err == nil {
@@ -726,6 +734,41 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 		return cur, err
 	}
 	return next, nil
+}
+
+// scheduleRecheck looks at memberID again once another process's refresh mark is stale: if
+// the mark is still there, that process died holding the rotated pair, and the refresh run then
+// (the refusal now conclusive) marks the portal revoked and fires OnRevoked, even if no call
+// comes. One recheck per portal is pending at a time.
+func (a *App) scheduleRecheck(memberID string, mark time.Time, exchange exchangeFunc) {
+	a.mu.Lock()
+	if a.closed || a.rechecks[memberID] {
+		a.mu.Unlock()
+		return
+	}
+	a.rechecks[memberID] = true
+	a.mu.Unlock()
+	delay := time.Until(mark.Add(a.cfg.StaleRefreshAfter)) + time.Second
+	if d := mark.Add(a.cfg.StaleRefreshAfter).Sub(a.now()) + time.Second; d < delay {
+		delay = d // the App's clock (tests move it)
+	}
+	time.AfterFunc(max(delay, 0), func() {
+		defer func() {
+			a.mu.Lock()
+			delete(a.rechecks, memberID)
+			a.mu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), defaultRefreshTimeout)
+		defer cancel()
+		inst, err := a.cfg.Store.Load(ctx, memberID)
+		if err != nil || inst.State == StateRevoked || !inst.RefreshingSince.Equal(mark) {
+			return // gone, revoked, or the other process finished its refresh
+		}
+		r := &storeRefresher{app: a, memberID: memberID}
+		if _, err := r.refresh(ctx, inst.OAuthParams, exchange); err == nil {
+			a.forget(memberID)
+		}
+	})
 }
 
 // persist retries the write of the portal's unsaved pair (the client's next, or a newer one
