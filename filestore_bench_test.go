@@ -11,9 +11,6 @@ import (
 	"github.com/b24go/b24oauth"
 )
 
-// benchMember returns the n-th member_id of a benchmark, shaped like a real one.
-func benchMember(n int) string { return fmt.Sprintf("%032x", n) }
-
 // populatedFileStore returns a FileStore holding n records, written directly (without the
 // store's fsyncs) so that a large directory takes seconds, not minutes, to set up.
 func populatedFileStore(b *testing.B, n int) *b24oauth.FileStore {
@@ -21,7 +18,7 @@ func populatedFileStore(b *testing.B, n int) *b24oauth.FileStore {
 	dir := b.TempDir()
 	s := newFileStore(b, dir)
 	for i := range n {
-		inst := testInstallation(benchMember(i), int64(i))
+		inst := testInstallation(nthMember(i), int64(i))
 		data, err := json.Marshal(inst)
 		if err != nil {
 			b.Fatal(err)
@@ -42,13 +39,13 @@ func BenchmarkFileStore(b *testing.B) {
 		next := portals
 		b.Run(fmt.Sprintf("Save/portals=%d", portals), func(b *testing.B) {
 			for range b.N {
-				if err := s.Save(ctx, testInstallation(benchMember(next), 1)); err != nil {
+				if err := s.Save(ctx, testInstallation(nthMember(next), 1)); err != nil {
 					b.Fatal(err)
 				}
 				next++
 			}
 		})
-		member := benchMember(portals / 2)
+		member := nthMember(portals / 2)
 		b.Run(fmt.Sprintf("Update/portals=%d", portals), func(b *testing.B) {
 			for range b.N {
 				err := s.Update(ctx, member, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
@@ -67,11 +64,11 @@ func BenchmarkMemoryStore(b *testing.B) {
 	ctx := context.Background()
 	s := b24oauth.NewMemoryStore()
 	for i := range 1000 {
-		if err := s.Save(ctx, testInstallation(benchMember(i), 1)); err != nil {
+		if err := s.Save(ctx, testInstallation(nthMember(i), 1)); err != nil {
 			b.Fatal(err)
 		}
 	}
-	member := benchMember(500)
+	member := nthMember(500)
 	b.Run("Load", func(b *testing.B) {
 		for range b.N {
 			if _, err := s.Load(ctx, member); err != nil {
@@ -95,7 +92,7 @@ func BenchmarkMemoryStore(b *testing.B) {
 			i := 0
 			for pb.Next() {
 				i++
-				err := s.Update(ctx, benchMember(i%1000), func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+				err := s.Update(ctx, nthMember(i%1000), func(cur b24oauth.Installation) (b24oauth.Installation, error) {
 					cur.ExpiresIn++
 					return cur, nil
 				})
