@@ -9,21 +9,31 @@ import (
 	"testing"
 
 	"github.com/b24go/b24oauth"
+	"github.com/b24go/b24oauth/storetest"
 )
 
-// populatedFileStore returns a FileStore holding n records, written directly (without the
-// store's fsyncs) so that a large directory takes seconds, not minutes, to set up.
+// populatedFileStore returns a FileStore holding n records (see writtenFileStore).
 func populatedFileStore(b *testing.B, n int) *b24oauth.FileStore {
+	b.Helper()
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = nthMember(i)
+	}
+	return writtenFileStore(b, ids)
+}
+
+// writtenFileStore returns a FileStore holding a record of each of ids, written directly
+// (without the store's fsyncs) so that a large directory takes seconds, not minutes, to set up.
+func writtenFileStore(b *testing.B, ids []string) *b24oauth.FileStore {
 	b.Helper()
 	dir := b.TempDir()
 	s := newFileStore(b, dir)
-	for i := range n {
-		inst := testInstallation(nthMember(i), int64(i))
-		data, err := json.Marshal(inst)
+	for i, id := range ids {
+		data, err := json.Marshal(testInstallation(id, int64(i)))
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, inst.MemberID+".json"), data, 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, id+".json"), data, 0o600); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -100,6 +110,23 @@ func BenchmarkMemoryStore(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		})
+	})
+}
+
+// BenchmarkStoreList: a List pass over 10,000 and 100,000 installations (see
+// storetest.BenchmarkList).
+func BenchmarkStoreList(b *testing.B) {
+	b.Run("memory", func(b *testing.B) {
+		storetest.BenchmarkList(b, func(b *testing.B, ids []string) b24oauth.TokenStore {
+			s := b24oauth.NewMemoryStore()
+			storetest.SaveAll(b, s, ids)
+			return s
+		})
+	})
+	b.Run("file", func(b *testing.B) {
+		storetest.BenchmarkList(b, func(b *testing.B, ids []string) b24oauth.TokenStore {
+			return writtenFileStore(b, ids)
 		})
 	})
 }
