@@ -209,12 +209,16 @@ func NewApp(cfg AppConfig) (*App, error) {
 // ClientForMember returns a ready client for the portal with memberID, building it from the
 // Store on first use and keeping it in a bounded LRU cache. A cached portal costs a map lookup.
 //
-// It returns ErrNotInstalled when the app is not installed on that portal, and a
-// *RefreshTokenError when the installation was revoked (StateRevoked) until the app is
-// reinstalled; neither asks the OAuth server. A portal revoked by another process sharing the
+// It returns ErrNotInstalled when the app is not installed on that portal, or when memberID is
+// malformed (see ValidMemberID: such an id is refused before the Store is read, so a request
+// path can be handed over as it is), and a *RefreshTokenError when the installation was
+// revoked (StateRevoked) until the app is reinstalled; neither asks the OAuth server. A portal revoked by another process sharing the
 // store keeps its cached client until that client's next call, which fails the same way after
 // reading the store. The client is shared by every caller of the same portal: do not Destroy it.
 func (a *App) ClientForMember(ctx context.Context, memberID string) (*B24OAuth, error) {
+	if !ValidMemberID(memberID) {
+		return nil, errMalformedMember
+	}
 	a.mu.Lock()
 	if a.closed {
 		a.mu.Unlock()

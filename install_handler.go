@@ -627,7 +627,7 @@ func checkEventMemberID(name, v string) *eventError {
 	if v == "" {
 		return badRequest("missing %s", name)
 	}
-	if !validMemberID(v) {
+	if !ValidMemberID(v) {
 		return badRequest("invalid %s: want 32 lowercase hex digits", name)
 	}
 	return nil
@@ -643,9 +643,6 @@ func checkAppToken(name, v string) *eventError {
 	}
 	return nil
 }
-
-// validMemberID reports whether s has the shape of a member_id: 32 lowercase hex digits.
-func validMemberID(s string) bool { return len(s) == 32 && isHex(s, false) }
 
 func isHex(s string, upperOK bool) bool {
 	for i := 0; i < len(s); i++ {
