@@ -642,3 +642,35 @@ func TestConnectKeepsSecretsOut(t *testing.T) {
 		t.Errorf("the log lacks the refusal or the connection:\n%s", logs.String())
 	}
 }
+
+// roundTripFunc is an http.RoundTripper.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// Once the code is spent, its pair is verified and stored even if the caller goes away.
+func TestConnectCompletesWhenTheCallerGoesAway(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fake := newFake(t)
+	env := newAppEnv(t, fake, b24oauth.NewMemoryStore(), func(c *b24oauth.AppConfig) {
+		next := fake.Client().Transport
+		c.HTTPClient = &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			resp, err := next.RoundTrip(r)
+			if r.URL.Path == "/oauth/token/" {
+				cancel() // the browser hung up just after the code was exchanged
+			}
+			return resp, err
+		})}
+	})
+	p := fake.AddPortal()
+	if _, err := env.app.Connect(ctx, p.Domain(), p.AuthCode()); err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	if ctx.Err() == nil {
+		t.Fatal("the context was not cancelled during Connect")
+	}
+	if pairOf(env.load(p.MemberID())) != fakePair(p) {
+		t.Error("the exchanged pair was not stored")
+	}
+}
