@@ -106,6 +106,7 @@ func portalHost(domain string) (string, error) {
 // scopes and no PKCE parameters for this flow, so RedirectURL and Scopes are left empty; extra
 // parameters such as response_type=code or a code_challenge are ignored by the portal. The
 // domain decides only where the browser goes: the client secret is sent to TokenURL alone.
+// The Config holds the client secret (x/oauth2 does not redact it): do not log or print it.
 //
 // An application of the Russian region (portals whose server_domain is oauth.bitrix24.tech)
 // lists https://oauth.bitrix24.tech first in AppConfig.OAuthServers.
@@ -160,7 +161,7 @@ func (a *App) Connect(ctx context.Context, domain, code string) (Installation, e
 	}
 	release, err := a.verifyGate.enter(ctx, "connect:"+host)
 	if err != nil {
-		return Installation{}, &ConnectError{Domain: host, Err: err}
+		return Installation{}, &ConnectError{Domain: host, Description: "too many connections of this portal, or of the App, at once; retry later"}
 	}
 	defer release()
 
@@ -172,7 +173,7 @@ func (a *App) Connect(ctx context.Context, domain, code string) (Installation, e
 	}
 	r, status, err := postToken(ctx, a.noRedirectClient(), a.oauthServers[0], form, "")
 	if err != nil {
-		ce := &ConnectError{Domain: host, Code: "", Status: status, Err: err}
+		ce := &ConnectError{Domain: host, Status: status, Err: err}
 		var rte *RefreshTokenError
 		if errors.As(err, &rte) {
 			ce.Code, ce.Description, ce.Err = rte.Code, rte.Description, rte.Err

@@ -674,3 +674,29 @@ func TestConnectCompletesWhenTheCallerGoesAway(t *testing.T) {
 		t.Error("the exchanged pair was not stored")
 	}
 }
+
+// Callbacks with made-up codes cannot turn the App into an amplifier against the OAuth server:
+// Connect is bounded per portal like install verification.
+func TestConnectIsBounded(t *testing.T) {
+	env := newConnectEnv(t, b24oauth.NewMemoryStore())
+	b24oauth.SetVerifyLimits(env.app, 3, time.Hour, 1000) // per portal: 3, then none for an hour
+	p := env.fake.AddPortal()
+	var refused int
+	for i := 0; i < 30; i++ {
+		_, err := env.app.Connect(context.Background(), p.Domain(), randomHex(35))
+		var ce *b24oauth.ConnectError
+		if !errors.As(err, &ce) {
+			t.Fatalf("Connect %d: %v", i, err)
+		}
+		if ce.Code == "" {
+			refused++
+		}
+	}
+	if got := env.fake.TokenRequests(); got != 3 || refused != 27 {
+		t.Errorf("30 made-up codes: %d token requests, %d refused before asking; want 3 and 27", got, refused)
+	}
+	// Another portal is not held back by this one.
+	if _, err := env.app.Connect(context.Background(), env.fake.AddPortal().Domain(), randomHex(35)); !errors.Is(err, &b24oauth.ConnectError{Code: "invalid_grant"}) {
+		t.Errorf("another portal: %v, want invalid_grant", err)
+	}
+}
