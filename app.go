@@ -34,8 +34,8 @@ type AppConfig struct {
 	// 0: 1024.
 	CacheSize int
 
-	// OnInstall runs after an install or update event is stored. Its context keeps the
-	// request's values but outlives the response (a goroutine started from it is not
+	// OnInstall runs after an install or update event, or a Connect, is stored. Its context
+	// keeps the request's values but outlives the response (a goroutine started from it is not
 	// cancelled); InstallKindFrom(ctx) tells a new install from an update or a reinstall.
 	OnInstall func(ctx context.Context, inst Installation)
 	// OnUninstall runs after an uninstall event was applied; clean reports the administrator's

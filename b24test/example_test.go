@@ -3,6 +3,7 @@ package b24test_test
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
 
 	"github.com/b24go/b24oauth/b24test"
@@ -50,4 +51,41 @@ func ExamplePortal_ExpireAccessToken() {
 	_ = json.NewDecoder(resp.Body).Decode(&e)
 	fmt.Println(resp.StatusCode, e.Error)
 	// Output: 401 expired_token
+}
+
+// The authorization-code flow: the portal's authorize endpoint redirects the browser to the
+// app's redirect URI with a code, which the app exchanges at the OAuth server.
+func ExampleWithRedirectURI() {
+	s := b24test.NewServer(b24test.WithRedirectURI("https://app.example.net/oauth/callback"))
+	defer s.Close()
+	p := s.AddPortal(b24test.PortalName("acme"))
+
+	browser := *s.Client()
+	browser.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := browser.Get("https://" + p.Domain() + "/oauth/authorize/?client_id=" + url.QueryEscape(s.ClientID()) + "&state=xyz")
+	if err != nil {
+		panic(err)
+	}
+	resp.Body.Close()
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	q := loc.Query()
+	fmt.Println(resp.StatusCode, loc.Host+loc.Path, q.Get("state"), q.Get("domain"), q.Get("server_domain"))
+
+	tok, err := s.Client().PostForm(s.OAuthOrigin()+"/oauth/token/", url.Values{
+		"grant_type": {"authorization_code"}, "client_id": {s.ClientID()},
+		"client_secret": {s.ClientSecret()}, "code": {q.Get("code")},
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer tok.Body.Close()
+	var reply struct {
+		MemberID       string `json:"member_id"`
+		ClientEndpoint string `json:"client_endpoint"`
+	}
+	_ = json.NewDecoder(tok.Body).Decode(&reply)
+	fmt.Println(tok.StatusCode, reply.MemberID == p.MemberID(), reply.ClientEndpoint)
+	// Output:
+	// 302 app.example.net/oauth/callback xyz acme.example.com oauth.example.com
+	// 200 true https://acme.example.com/rest/
 }

@@ -50,6 +50,8 @@ type Server struct {
 	methodsV3       map[string]MethodFunc
 	durations       map[string]time.Duration
 	appIDHex        string
+	redirectURI     string
+	authorizations  int
 }
 
 type config struct {
@@ -64,6 +66,7 @@ type config struct {
 	tokenScope             string
 	latency                time.Duration
 	v3AuthShape            string
+	redirectURI            string
 }
 
 // Option configures a Server.
@@ -187,6 +190,8 @@ func NewServer(opts ...Option) *Server {
 		methodsV3: map[string]MethodFunc{},
 		durations: map[string]time.Duration{},
 		appIDHex:  randHex(4),
+
+		redirectURI: cfg.redirectURI,
 	}
 	cert, err := serverCertificate()
 	if err != nil {

@@ -15,7 +15,8 @@ import (
 
 // runDemo walks the whole mission over real HTTP: a fake Bitrix24 installs the app on a portal,
 // business code calls the portal, the token expires and is refreshed and persisted, the portal
-// uninstalls the app.
+// uninstalls the app; then a user of another portal connects the service by authorization code,
+// and the service disconnects it.
 func runDemo(ctx context.Context, out io.Writer) error {
 	fake := b24test.NewServer()
 	defer fake.Close()
@@ -40,11 +41,17 @@ func runDemo(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	defer app.Close()
-	base, stop, err := listen(newMux(app))
+	st, err := newStates(nil)
+	if err != nil {
+		return err
+	}
+	base, stop, err := listen(newMux(app, st))
 	if err != nil {
 		return err
 	}
 	defer stop()
+	// The redirect URI of the application's settings in Bitrix24.
+	fake.SetRedirectURI(base + "/oauth/callback")
 	step := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
 
 	portal := fake.AddPortal(b24test.PortalName("acme"))
@@ -60,7 +67,7 @@ func runDemo(ctx context.Context, out io.Writer) error {
 
 	profileURL := base + "/portal/" + portal.MemberID() + "/profile"
 	step("2. Business code calls the portal: GET %s", profileURL)
-	status, body, err := get(ctx, profileURL)
+	status, body, err := get(ctx, http.DefaultClient, profileURL)
 	if err != nil {
 		return err
 	}
@@ -71,7 +78,7 @@ func runDemo(ctx context.Context, out io.Writer) error {
 
 	portal.ExpireAccessToken()
 	step("3. The access token expires; the next call refreshes it and writes the new pair to the store")
-	if status, body, err = get(ctx, profileURL); err != nil {
+	if status, body, err = get(ctx, http.DefaultClient, profileURL); err != nil {
 		return err
 	}
 	step("   %d %s", status, body)
@@ -91,14 +98,48 @@ func runDemo(ctx context.Context, out io.Writer) error {
 	if err := post(ctx, portal.UninstallEvent(false), base+"/uninstall"); err != nil {
 		return err
 	}
-	if status, body, err = get(ctx, profileURL); err != nil {
+	if status, body, err = get(ctx, http.DefaultClient, profileURL); err != nil {
 		return err
 	}
 	step("   GET %s -> %d %s", profileURL, status, body)
 	if status != http.StatusNotFound {
 		return fmt.Errorf("after uninstall: HTTP %d, want 404", status)
 	}
-	step("Done: install, call, refresh persisted, uninstall.")
+
+	globex := fake.AddPortal(b24test.PortalName("globex"))
+	connectURL := base + "/connect?domain=" + globex.Domain()
+	step("5. A user of %s connects the service by authorization code: GET %s", globex.Domain(), connectURL)
+	// The user's browser follows the redirects: to the portal's authorize page (the fake logs the
+	// user in at once), and back to /oauth/callback with the code.
+	browser := &http.Client{Transport: fake.Client().Transport}
+	if status, body, err = get(ctx, browser, connectURL); err != nil {
+		return err
+	}
+	step("   portal %s/oauth/authorize/ -> %s/oauth/callback -> %d %s", globex.Domain(), base, status, body)
+	if status != http.StatusOK {
+		return fmt.Errorf("connect: HTTP %d, want 200", status)
+	}
+	globexURL := base + "/portal/" + globex.MemberID() + "/profile"
+	if status, body, err = get(ctx, http.DefaultClient, globexURL); err != nil {
+		return err
+	}
+	step("   GET %s -> %d %s", globexURL, status, body)
+	if status != http.StatusOK {
+		return fmt.Errorf("profile of the connected portal: HTTP %d", status)
+	}
+
+	step("6. The service disconnects %s (App.Disconnect)", globex.Domain())
+	if err := app.Disconnect(ctx, globex.MemberID()); err != nil {
+		return err
+	}
+	if status, body, err = get(ctx, http.DefaultClient, globexURL); err != nil {
+		return err
+	}
+	step("   GET %s -> %d %s", globexURL, status, body)
+	if status != http.StatusNotFound {
+		return fmt.Errorf("after disconnect: HTTP %d, want 404", status)
+	}
+	step("Done: install, call, refresh persisted, uninstall; connect by authorization code, disconnect.")
 	return nil
 }
 
@@ -115,12 +156,12 @@ func post(ctx context.Context, ev b24test.Event, url string) error {
 	return nil
 }
 
-func get(ctx context.Context, url string) (int, string, error) {
+func get(ctx context.Context, c *http.Client, url string) (int, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, "", err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return 0, "", err
 	}

@@ -1,14 +1,18 @@
 // Command multitenant is a Bitrix24 application backend serving many portals with b24oauth.
 //
-// It mounts the install and uninstall handlers and one business endpoint:
+// It mounts the install and uninstall handlers, the authorization-code flow (a portal's user
+// connects the service; see connect.go) and one business endpoint:
 //
 //	POST /install                    ONAPPINSTALL, ONAPPUPDATE, and the install page POST
 //	POST /uninstall                  ONAPPUNINSTALL
+//	GET  /connect?domain=...         sends the browser to the portal's authorize URL
+//	GET  /oauth/callback             the redirect URI: checks the state, calls App.Connect
 //	GET  /portal/{memberID}/profile  calls the portal's REST method "profile"
 //
 // Configuration comes from the environment: PORT (default 3001), B24_CLIENT_ID and
 // B24_CLIENT_SECRET (the application's credentials), B24_STORE_DIR (the file store's directory,
-// default .b24oauth). It shuts down gracefully on SIGINT or SIGTERM.
+// default .b24oauth), B24_STATE_KEY (the key signing the flow's states, base64 of 32 bytes or
+// more; default a random key of this process). It shuts down gracefully on SIGINT or SIGTERM.
 //
 // With -demo it runs the whole mission against the b24test fake Bitrix24 and exits:
 //
@@ -46,11 +50,13 @@ func main() {
 	}
 }
 
-// newMux mounts the application's routes.
-func newMux(app *b24oauth.App) *http.ServeMux {
+// newMux mounts the application's routes; st issues and takes the connect flow's states.
+func newMux(app *b24oauth.App, st *states) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("POST /install", app.InstallHandler())
 	mux.Handle("POST /uninstall", app.UninstallHandler())
+	mux.HandleFunc("GET /connect", func(w http.ResponseWriter, r *http.Request) { connectStart(app, st, w, r) })
+	mux.HandleFunc("GET /oauth/callback", func(w http.ResponseWriter, r *http.Request) { connectCallback(app, st, w, r) })
 	mux.HandleFunc("GET /portal/{memberID}/profile", func(w http.ResponseWriter, r *http.Request) {
 		profile(app, w, r)
 	})
@@ -97,9 +103,13 @@ func serve() error {
 		return fmt.Errorf("%w (set B24_CLIENT_ID and B24_CLIENT_SECRET)", err)
 	}
 	defer app.Close()
+	st, err := statesFromEnv(os.Getenv("B24_STATE_KEY"))
+	if err != nil {
+		return err
+	}
 	srv := &http.Server{
 		Addr:              ":" + port,
-		Handler:           newMux(app),
+		Handler:           newMux(app, st),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      90 * time.Second,

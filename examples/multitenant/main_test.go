@@ -17,7 +17,8 @@ func TestDemo(t *testing.T) {
 	if err := runDemo(context.Background(), &out); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"refreshes seen by Bitrix24: 1; stored pair is the current one: true", "-> 404", "Done:"} {
+	for _, want := range []string{"refreshes seen by Bitrix24: 1; stored pair is the current one: true", "-> 404",
+		"/oauth/callback -> 200 connected globex.example.com", "Done:"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
@@ -34,7 +35,11 @@ func TestProfileStatuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(newMux(app))
+	st, err := newStates(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(newMux(app, st))
 	t.Cleanup(srv.Close)
 	p := fake.AddPortal()
 	if rec := p.InstallEvent().Send(app.InstallHandler()); rec.Code != http.StatusOK {
