@@ -213,7 +213,7 @@ func (a *App) connectedInstallation(ctx context.Context, host string, r tokenRep
 	bad := func(desc string) (Installation, error) {
 		return Installation{}, &ConnectError{Domain: host, MemberID: clip(r.MemberID), Code: "invalid_response", Description: desc, Status: status}
 	}
-	if !validMemberID(r.MemberID) {
+	if !ValidMemberID(r.MemberID) {
 		return bad("the reply has no valid member_id")
 	}
 	u, err := parseEndpoint(r.ClientEndpoint, a.cfg.InsecureHTTP)

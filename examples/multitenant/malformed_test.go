@@ -28,7 +28,11 @@ func TestProfileMalformedMemberIDIs404(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { app.Close() })
-	srv := httptest.NewServer(newMux(app))
+	st, err := newStates(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(newMux(app, st))
 	t.Cleanup(srv.Close)
 	for _, member := range []string{
 		"x", "ABCDEF0123456789ABCDEF0123456789", "..", "%2e%2e", "..%2F..%2Fetc", "%00",
