@@ -98,11 +98,19 @@ func serve() error {
 		ClientID:     os.Getenv("B24_CLIENT_ID"),
 		ClientSecret: os.Getenv("B24_CLIENT_SECRET"),
 		Store:        store,
+		OnRevoked: func(ctx context.Context, inst b24oauth.Installation, err error) {
+			slog.Warn("portal lost its tokens: its administrator must reinstall the app",
+				"member_id", inst.MemberID, "domain", inst.Domain, "error", err)
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("%w (set B24_CLIENT_ID and B24_CLIENT_SECRET)", err)
 	}
-	defer app.Close()
+	defer func() {
+		if err := app.Close(); err != nil {
+			slog.Error("closing the app", "error", err)
+		}
+	}()
 	st, err := statesFromEnv(os.Getenv("B24_STATE_KEY"))
 	if err != nil {
 		return err
@@ -118,6 +126,13 @@ func serve() error {
 	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
+	// Idle portals never lapse: once a day, portals nobody called for 20 days are refreshed,
+	// paced; a portal whose refresh token was refused is logged by OnRevoked.
+	go func() {
+		_ = app.KeepAliveLoop(ctx, 24*time.Hour, b24oauth.KeepAliveOptions{}, func(r b24oauth.KeepAliveReport, err error) {
+			slog.Info("keep-alive pass", "report", r.String(), "error", err)
+		})
+	}()
 	slog.Info("listening", "addr", srv.Addr, "store", store.Dir())
 	select {
 	case err := <-errc:
