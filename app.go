@@ -21,6 +21,7 @@ type AppConfig struct {
 	// pgstore and redisstore serve fleets of replicas.
 	Store TokenStore
 	// HTTPClient is used for REST calls and token refreshes; nil: a client with sane timeouts.
+	// Whatever its CheckRedirect says, no redirect is followed (see WithHTTPClient).
 	HTTPClient *http.Client
 	// Logger receives the App's and its clients' logs; nil: slog.Default().
 	Logger *slog.Logger
@@ -195,7 +196,7 @@ func NewApp(cfg AppConfig) (*App, error) {
 		}
 	}
 	a.clientOpts = []Option{
-		WithHTTPClient(a.httpClient),
+		withHTTPClients(newHTTPClients(a.httpClient)), // one redirect-refusing copy for every client
 		WithLogger(a.log),
 		WithOAuthServers(a.oauthServers...),
 		WithRestrictionParams(a.restriction),

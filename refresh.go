@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -335,12 +334,19 @@ func (b *B24OAuth) requestToken(ctx context.Context, cur OAuthParams) (tokenRepl
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	resp, err := b.HTTPClient().Do(req)
+	resp, err := b.sender().Do(req)
 	if err != nil {
 		return r, 0, &RefreshTokenError{MemberID: cur.MemberID, Err: err}
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		// Not followed (see refuseRedirect): the body carries the secret and the refresh token.
+		return r, resp.StatusCode, &RefreshTokenError{MemberID: cur.MemberID, Status: resp.StatusCode,
+			Description: "the OAuth server answered with a redirect, which is not followed"}
+	}
+	// A token reply is < 2 KiB: it never needs the budget.
+	body, held, err := readReply(ctx, resp, maxOAuthReplyBytes, b.budget)
+	b.budget.release(held)
 	if err != nil {
 		return r, resp.StatusCode, &RefreshTokenError{MemberID: cur.MemberID, Status: resp.StatusCode, Err: err}
 	}
