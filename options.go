@@ -64,6 +64,7 @@ func withHTTPClients(c *httpClients) Option {
 // WithMaxResponseBytes sets the largest REST reply (v2, v3, batch, list page) the client reads:
 // a longer one fails with an error matching ErrResponseTooLarge, and is not retried. 0 or less:
 // DefaultMaxResponseBytes (32 MiB). The OAuth server's replies have a bound of their own, 64 KiB.
+// For the clients of an App, put it in AppConfig.ClientOptions.
 func WithMaxResponseBytes(n int64) Option {
 	return func(o *options) { o.maxReply = n }
 }

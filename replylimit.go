@@ -51,6 +51,10 @@ func tooLarge(limit int64) error {
 // reply that finds the budget taken waits for it, within its context. So the bytes of long
 // replies in memory at once never exceed the budget, however many calls run concurrently.
 //
+// A reply holds its share while it is read and decoded, which the HTTP client's Timeout bounds
+// (90 s by default): a portal that sends a long reply slowly delays other long replies, but
+// cannot make the process hold more. A reply bound larger than the budget takes all of it.
+//
 // Every client without WithResponseBudget shares one budget of DefaultResponseBudgetBytes per
 // process. A ResponseBudget is safe for concurrent use.
 type ResponseBudget struct {
