@@ -148,7 +148,14 @@ var printCases = map[string]printCase{
 		return []any{e, error(e)}
 	}},
 
+	"Lister": {values: func(w *printWorld) []any {
+		return []any{b24oauth.Lister(w.mem), b24oauth.Lister(w.files)}
+	}},
+
 	"ValidationError":      {none: "a field error of the portal's reply"},
+	"KeepAliveOptions":     {none: "durations and rates"},
+	"KeepAliveReport":      {none: "counts"},
+	"InstallKind":          {none: "an event kind"},
 	"Response":             {none: "the portal's reply: the SDK puts no token in it"},
 	"ResponseTime":         {none: "the timing figures of a reply"},
 	"BatchCommand":         {none: "the caller's method and params; the SDK adds the token to the request, not to it"},
