@@ -21,6 +21,7 @@ type AppConfig struct {
 	// pgstore and redisstore serve fleets of replicas.
 	Store TokenStore
 	// HTTPClient is used for REST calls and token refreshes; nil: a client with sane timeouts.
+	// Whatever its CheckRedirect says, no redirect is followed (see WithHTTPClient).
 	HTTPClient *http.Client
 	// Logger receives the App's and its clients' logs; nil: slog.Default().
 	Logger *slog.Logger
@@ -89,9 +90,8 @@ type App struct {
 	closed   bool
 	building singleflight.Group
 
-	verifyGate     *verifyGate
-	noRedirectOnce sync.Once
-	noRedirect     *http.Client
+	verifyGate *verifyGate
+	clients    *httpClients // the HTTP client given (or the default) and its redirect-refusing copy
 
 	// unsaved holds, per portal, a refreshed pair the store has not taken yet (its write
 	// failed): it outlives the clients, the cache and Close's wait, until a write succeeds.
@@ -177,6 +177,7 @@ func NewApp(cfg AppConfig) (*App, error) {
 		a.httpClient.Transport = newTransport()
 		a.ownsTransport = true
 	}
+	a.clients = newHTTPClients(a.httpClient)
 	if cfg.Restriction != nil {
 		a.restriction = cfg.Restriction.withDefaults()
 	}
@@ -195,7 +196,7 @@ func NewApp(cfg AppConfig) (*App, error) {
 		}
 	}
 	a.clientOpts = []Option{
-		WithHTTPClient(a.httpClient),
+		withHTTPClients(a.clients), // one redirect-refusing copy for every client
 		WithLogger(a.log),
 		WithOAuthServers(a.oauthServers...),
 		WithRestrictionParams(a.restriction),

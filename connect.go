@@ -3,6 +3,7 @@ package b24oauth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/url"
 	"strconv"
@@ -358,3 +359,6 @@ func (a *App) Disconnect(ctx context.Context, memberID string) error {
 	a.log.LogAttrs(ctx, slog.LevelInfo, "b24oauth: portal disconnected", slog.String("member_id", memberID))
 	return nil
 }
+
+// Format prints the error's message for every verb, so that no verb walks into its fields.
+func (e *ConnectError) Format(f fmt.State, verb rune) { formatRedacted(f, verb, e.Error()) }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -328,7 +327,7 @@ func (b *B24OAuth) requestToken(ctx context.Context, cur OAuthParams) (tokenRepl
 		"client_secret": {b.secret.ClientSecret},
 		"refresh_token": {cur.RefreshToken},
 	}
-	return postToken(ctx, b.HTTPClient(), origin, form, cur.MemberID)
+	return postToken(ctx, b.sender(), origin, form, cur.MemberID)
 }
 
 // postToken POSTs a grant's form to the token endpoint of origin, a trusted OAuth server, with
@@ -347,7 +346,14 @@ func postToken(ctx context.Context, hc *http.Client, origin string, form url.Val
 		return r, 0, &RefreshTokenError{MemberID: memberID, Err: err}
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		// Not followed (see refuseRedirect): the body carries the secret and the refresh token.
+		return r, resp.StatusCode, &RefreshTokenError{MemberID: memberID, Status: resp.StatusCode,
+			Description: "the OAuth server answered with a redirect, which is not followed"}
+	}
+	// A token reply is < 2 KiB: it is bounded far below the point where a reply takes from
+	// the response budget, so none is needed.
+	body, _, err := readReply(ctx, resp, maxOAuthReplyBytes, nil)
 	if err != nil {
 		return r, resp.StatusCode, &RefreshTokenError{MemberID: memberID, Status: resp.StatusCode, Err: err}
 	}

@@ -31,7 +31,9 @@
 //   - where the store is a b24oauth.Lister: List yields exactly the stored member_ids, once
 //     each, after deletes too and while the loop body writes to the store; it ends with an
 //     error matching context.Canceled once its context is cancelled, and a loop that breaks
-//     early leaves nothing held (the store then passes 50 such loops and works on).
+//     early leaves nothing held (the store then passes 50 such loops and works on);
+//   - the store, holding an installation, prints none of its tokens with any fmt verb or
+//     through log/slog (a store keeping records in memory prints a summary instead).
 //
 // The suite is deterministic; its subtests run one after another, each with a store of its
 // own, and take well under a second for an in-memory store.
@@ -52,6 +54,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/b24go/b24oauth"
+	"github.com/b24go/b24oauth/internal/redacttest"
 )
 
 // Run runs the TokenStore conformance suite as subtests of t. newStore is called once per
@@ -88,9 +91,24 @@ func Run(t *testing.T, newStore func(t *testing.T) b24oauth.TokenStore) {
 		{"ListWhileWriting", s.listWhileWriting},
 		{"ListCancelled", s.listCancelled},
 		{"ListBreakEarly", s.listBreakEarly},
+		{"PrintsNoToken", s.printsNoToken},
 	} {
 		t.Run(tc.name, tc.run)
 	}
+}
+
+// printsNoToken: a store holding an installation, printed with any fmt verb or logged with
+// log/slog, shows none of its tokens (a store that keeps records in memory must print a
+// summary, as MemoryStore does).
+func (s *suite) printsNoToken(t *testing.T) {
+	ctx := context.Background()
+	store := s.newStore(t)
+	inst := fullInstallation(memberID(1), 1)
+	if err := store.Save(ctx, inst); err != nil {
+		t.Fatalf("Save: %v", err)
+	}
+	redacttest.AssertNoSecret(t, fmt.Sprintf("a %T holding an installation", store), store,
+		inst.AccessToken, inst.RefreshToken, inst.ApplicationToken)
 }
 
 type suite struct {
