@@ -21,6 +21,7 @@ type AppConfig struct {
 	// pgstore and redisstore serve fleets of replicas.
 	Store TokenStore
 	// HTTPClient is used for REST calls and token refreshes; nil: a client with sane timeouts.
+	// Whatever its CheckRedirect says, no redirect is followed (see WithHTTPClient).
 	HTTPClient *http.Client
 	// Logger receives the App's and its clients' logs; nil: slog.Default().
 	Logger *slog.Logger
@@ -34,8 +35,8 @@ type AppConfig struct {
 	// 0: 1024.
 	CacheSize int
 
-	// OnInstall runs after an install or update event is stored. Its context keeps the
-	// request's values but outlives the response (a goroutine started from it is not
+	// OnInstall runs after an install or update event, or a Connect, is stored. Its context
+	// keeps the request's values but outlives the response (a goroutine started from it is not
 	// cancelled); InstallKindFrom(ctx) tells a new install from an update or a reinstall.
 	OnInstall func(ctx context.Context, inst Installation)
 	// OnUninstall runs after an uninstall event was applied; clean reports the administrator's
@@ -97,9 +98,8 @@ type App struct {
 	closed   bool
 	building singleflight.Group
 
-	verifyGate     *verifyGate
-	noRedirectOnce sync.Once
-	noRedirect     *http.Client
+	verifyGate *verifyGate
+	clients    *httpClients // the HTTP client given (or the default) and its redirect-refusing copy
 
 	// unsaved holds, per portal, a refreshed pair the store has not taken yet (its write
 	// failed): it outlives the clients, the cache and Close's wait, until a write succeeds.
@@ -112,6 +112,8 @@ type App struct {
 	evictions int
 
 	ownsTransport bool // httpClient's transport is the App's: Close closes its connections
+
+	rechecks map[string]bool // portals with a scheduleRecheck pending
 
 	inbound inboundState // ordinary events, offline pulls and frames (event_handler.go)
 }
@@ -178,6 +180,7 @@ func NewApp(cfg AppConfig) (*App, error) {
 		verifyGate:  newVerifyGate(),
 		unsaved:     make(map[string]*unsavedPair),
 		parked:      make(map[string]*limiter),
+		rechecks:    make(map[string]bool),
 	}
 	if a.log == nil {
 		a.log = slog.Default()
@@ -188,6 +191,7 @@ func NewApp(cfg AppConfig) (*App, error) {
 		a.httpClient.Transport = newTransport()
 		a.ownsTransport = true
 	}
+	a.clients = newHTTPClients(a.httpClient)
 	if cfg.Restriction != nil {
 		a.restriction = cfg.Restriction.withDefaults()
 	}
@@ -206,7 +210,7 @@ func NewApp(cfg AppConfig) (*App, error) {
 		}
 	}
 	a.clientOpts = []Option{
-		WithHTTPClient(a.httpClient),
+		withHTTPClients(a.clients), // one redirect-refusing copy for every client
 		WithLogger(a.log),
 		WithOAuthServers(a.oauthServers...),
 		WithRestrictionParams(a.restriction),
@@ -220,12 +224,16 @@ func NewApp(cfg AppConfig) (*App, error) {
 // ClientForMember returns a ready client for the portal with memberID, building it from the
 // Store on first use and keeping it in a bounded LRU cache. A cached portal costs a map lookup.
 //
-// It returns ErrNotInstalled when the app is not installed on that portal, and a
-// *RefreshTokenError when the installation was revoked (StateRevoked) until the app is
-// reinstalled; neither asks the OAuth server. A portal revoked by another process sharing the
+// It returns ErrNotInstalled when the app is not installed on that portal, or when memberID is
+// malformed (see ValidMemberID: such an id is refused before the Store is read, so a request
+// path can be handed over as it is), and a *RefreshTokenError when the installation was
+// revoked (StateRevoked) until the app is reinstalled; neither asks the OAuth server. A portal revoked by another process sharing the
 // store keeps its cached client until that client's next call, which fails the same way after
 // reading the store. The client is shared by every caller of the same portal: do not Destroy it.
 func (a *App) ClientForMember(ctx context.Context, memberID string) (*B24OAuth, error) {
+	if !ValidMemberID(memberID) {
+		return nil, errMalformedMember
+	}
 	a.mu.Lock()
 	if a.closed {
 		a.mu.Unlock()
@@ -660,7 +668,8 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 	var next OAuthParams
 	var exErr error
 	var revoked Installation
-	var storedRefresh string // the refresh token the store holds, until our write succeeds
+	var foreignMark time.Time // the fresh mark of another process that made a refusal inconclusive
+	var storedRefresh string  // the refresh token the store holds, until our write succeeds
 	wrote := false
 	err = store.Update(ctx, r.memberID, func(inst Installation) (Installation, error) {
 		storedRefresh = inst.RefreshToken
@@ -695,6 +704,7 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 					// or, once its mark is stale, revokes.
 					exErr = &RefreshTokenError{MemberID: r.memberID, Status: rte.Status,
 						Description: "refused while another process refreshes this portal; retry later", Err: errRefreshElsewhere}
+					foreignMark = since
 					return inst, errNoWrite
 				}
 				if !staleMark.IsZero() && inst.RefreshingSince.Equal(staleMark) {
@@ -719,6 +729,9 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 		inst.UpdatedAt = a.now().UTC()
 		return inst, nil
 	})
+	if !foreignMark.IsZero() {
+		a.scheduleRecheck(r.memberID, foreignMark, exchange)
+	}
 	switch {
 	case exErr != nil:
 		if revoked.MemberID != "" && err == nil {
@@ -740,6 +753,41 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 		return cur, err
 	}
 	return next, nil
+}
+
+// scheduleRecheck looks at memberID again once another process's refresh mark is stale: if
+// the mark is still there, that process died holding the rotated pair, and the refresh run then
+// (the refusal now conclusive) marks the portal revoked and fires OnRevoked, even if no call
+// comes. One recheck per portal is pending at a time.
+func (a *App) scheduleRecheck(memberID string, mark time.Time, exchange exchangeFunc) {
+	a.mu.Lock()
+	if a.closed || a.rechecks[memberID] {
+		a.mu.Unlock()
+		return
+	}
+	a.rechecks[memberID] = true
+	a.mu.Unlock()
+	delay := time.Until(mark.Add(a.cfg.StaleRefreshAfter)) + time.Second
+	if d := mark.Add(a.cfg.StaleRefreshAfter).Sub(a.now()) + time.Second; d < delay {
+		delay = d // the App's clock (tests move it)
+	}
+	time.AfterFunc(max(delay, 0), func() {
+		defer func() {
+			a.mu.Lock()
+			delete(a.rechecks, memberID)
+			a.mu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), defaultRefreshTimeout)
+		defer cancel()
+		inst, err := a.cfg.Store.Load(ctx, memberID)
+		if err != nil || inst.State == StateRevoked || !inst.RefreshingSince.Equal(mark) {
+			return // gone, revoked, or the other process finished its refresh
+		}
+		r := &storeRefresher{app: a, memberID: memberID}
+		if _, err := r.refresh(ctx, inst.OAuthParams, exchange); err == nil {
+			a.forget(memberID)
+		}
+	})
 }
 
 // persist retries the write of the portal's unsaved pair (the client's next, or a newer one

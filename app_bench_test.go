@@ -36,7 +36,8 @@ func quietApp(tb testing.TB, store b24oauth.TokenStore, cacheSize int) *b24oauth
 	return a
 }
 
-// appBenchMember returns the n-th made-up member_id of a benchmark series.
+// appBenchMember returns the n-th made-up member_id of a benchmark series; series is hex
+// digits, so the id is well formed.
 func appBenchMember(series string, n int) string {
 	return fmt.Sprintf("%s%0*x", series, 32-len(series), n)
 }
@@ -259,7 +260,7 @@ func BenchmarkCachedClientMemory(b *testing.B) {
 	ctx := context.Background()
 	store := b24oauth.NewMemoryStore()
 	for i := range n {
-		if err := store.Save(ctx, benchInstallation(appBenchMember("m", i))); err != nil {
+		if err := store.Save(ctx, benchInstallation(appBenchMember("e", i))); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -270,7 +271,7 @@ func BenchmarkCachedClientMemory(b *testing.B) {
 		runtime.GC()
 		runtime.ReadMemStats(&before)
 		for i := range n {
-			if _, err := a.ClientForMember(ctx, appBenchMember("m", i)); err != nil {
+			if _, err := a.ClientForMember(ctx, appBenchMember("e", i)); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -125,6 +126,14 @@ func (s *spyStore) Update(ctx context.Context, memberID string, fn func(cur b24o
 		s.writes.Add(1)
 	}
 	return err
+}
+
+// List lists the wrapped store's installations, or yields ErrNotLister when it cannot.
+func (s *spyStore) List(ctx context.Context) iter.Seq2[string, error] {
+	if l, ok := s.TokenStore.(b24oauth.Lister); ok {
+		return l.List(ctx)
+	}
+	return func(yield func(string, error) bool) { yield("", b24oauth.ErrNotLister) }
 }
 
 // newPairWrite matches a write that replaces the stored token pair (a refresh's write).

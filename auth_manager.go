@@ -82,6 +82,9 @@ func (b *B24OAuth) InitIsAdmin(ctx context.Context) error {
 // refreshing it through the client (so it shares the client's single refresh). The tokens it
 // returns carry no refresh token: refreshing is the client's job, not oauth2's. Token takes no
 // context (an oauth2 limitation); TokenSourceContext binds one.
+//
+// The *oauth2.Token returned holds the live access token in clear and prints it (it is
+// x/oauth2's type, not ours): it is the caller's to keep out of logs.
 func (b *B24OAuth) TokenSource() oauth2.TokenSource {
 	return tokenSource{b: b, ctx: context.Background()}
 }

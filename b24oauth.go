@@ -18,10 +18,16 @@ import (
 //
 // A B24OAuth is safe for concurrent use by any number of goroutines. However many of them find
 // the token expired at once, exactly one refresh request reaches the OAuth server.
+//
+// Printing a client (fmt, any verb) or logging it (log/slog) shows its portal and redacts its
+// tokens and the client secret. It never follows a redirect (see WithHTTPClient), and bounds
+// what it reads (see WithMaxResponseBytes and ResponseBudget).
 type B24OAuth struct {
 	secret         OAuthSecret
 	state          atomic.Pointer[OAuthParams] // the current pair; replaced whole, never mutated
-	httpClient     atomic.Pointer[http.Client]
+	clients        atomic.Pointer[httpClients] // replaced whole by SetHTTPClient
+	maxReply       int64                       // bound of a REST reply
+	budget         *ResponseBudget
 	logger         atomic.Pointer[slog.Logger]
 	restriction    atomic.Pointer[RestrictionParams]
 	limiter        *limiter
@@ -97,10 +103,17 @@ func New(params OAuthParams, secret OAuthSecret, opts ...Option) (*B24OAuth, err
 	b.auth.b = b
 	b.state.Store(&p)
 	b.restriction.Store(&rp)
-	if o.httpClient == nil {
-		o.httpClient = defaultHTTPClient()
+	if o.clients == nil {
+		o.clients = newHTTPClients(o.httpClient)
 	}
-	b.httpClient.Store(o.httpClient)
+	b.maxReply, b.budget = o.maxReply, o.budget
+	if b.maxReply <= 0 {
+		b.maxReply = DefaultMaxResponseBytes
+	}
+	if b.budget == nil {
+		b.budget = processBudget
+	}
+	b.clients.Store(o.clients)
 	if o.logger != nil {
 		b.logger.Store(o.logger)
 	}
@@ -184,16 +197,16 @@ func (b *B24OAuth) TargetOriginWithPath() map[APIVersion]string {
 }
 
 // HTTPClient returns the *http.Client the client uses: the very one given to WithHTTPClient or
-// SetHTTPClient.
-func (b *B24OAuth) HTTPClient() *http.Client { return b.httpClient.Load() }
+// SetHTTPClient. Requests go out through a copy of it that refuses redirects (see
+// WithHTTPClient).
+func (b *B24OAuth) HTTPClient() *http.Client { return b.clients.Load().given }
 
-// SetHTTPClient replaces the *http.Client for later requests. nil restores the default.
-func (b *B24OAuth) SetHTTPClient(c *http.Client) {
-	if c == nil {
-		c = defaultHTTPClient()
-	}
-	b.httpClient.Store(c)
-}
+// SetHTTPClient replaces the *http.Client for later requests. nil restores the default. As with
+// WithHTTPClient, c is not changed and no redirect is ever followed.
+func (b *B24OAuth) SetHTTPClient(c *http.Client) { b.clients.Store(newHTTPClients(c)) }
+
+// sender is the *http.Client requests are sent with: the given one, refusing redirects.
+func (b *B24OAuth) sender() *http.Client { return b.clients.Load().send }
 
 // SetRestrictionParams changes the rate limits and retry policy. The limiter is the portal's:
 // in an App every client of the portal sees the change.

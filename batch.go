@@ -379,6 +379,11 @@ func phpArray(raw json.RawMessage) (map[string]json.RawMessage, error) {
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 		return nil, nil
 	}
+	if (raw[0] == '{' || raw[0] == '[') && jsonCount(raw, MaxBatchCommands) > MaxBatchCommands {
+		// A batch has at most 50 commands; decoding every entry of a forged reply would cost
+		// many times its bytes.
+		return nil, fmt.Errorf("%w: more than %d entries", ErrResponseTooLarge, MaxBatchCommands)
+	}
 	switch raw[0] {
 	case '{':
 		var m map[string]json.RawMessage

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,9 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 )
-
-// maxResponseBytes bounds a REST reply read into memory.
-const maxResponseBytes = 64 << 20
 
 // Call calls a REST v2 method: a JSON POST to <client_endpoint><method>, with the access token in
 // the body's auth field. params is anything that encodes to a JSON object (a map, a struct) or
@@ -31,7 +27,10 @@ const maxResponseBytes = 64 << 20
 // method is unblocked. A request whose fate is unknown (the connection broke after it was sent)
 // is re-sent only for methods that only read (*.get, *.list, profile, ...).
 //
-// A REST error reply is an *APIError; a failed refresh is a *RefreshTokenError.
+// A REST error reply is an *APIError; a failed refresh is a *RefreshTokenError. A redirect is
+// never followed: a 3xx reply is an *APIError with its Status (a renamed portal answers 302). A
+// reply longer than the client's bound (WithMaxResponseBytes) is an error matching
+// ErrResponseTooLarge.
 func (b *B24OAuth) Call(ctx context.Context, method string, params any) (*Response, error) {
 	return b.call(ctx, APIVersionV2, method, params, isReadOnly(method))
 }
@@ -78,6 +77,11 @@ func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payl
 		case err != nil:
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
+			}
+			if errors.Is(err, ErrResponseTooLarge) {
+				// The portal ran the call; asking again would read as much again.
+				b.logCall(ctx, method, 0, start, retries, err)
+				return nil, fmt.Errorf("b24oauth: %s: %w", method, err)
 			}
 			if (!wrote || readOnly) && retries < rp.MaxRetries {
 				retries++
@@ -144,12 +148,17 @@ func (b *B24OAuth) post(ctx context.Context, ver APIVersion, p *OAuthParams, met
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
-	resp, err := b.HTTPClient().Do(req)
+	resp, err := b.sender().Do(req)
 	if err != nil {
 		return nil, nil, wrote.Load() || !isDialError(err), err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		// Not followed (see refuseRedirect), and its body is not read.
+		return nil, &APIError{Status: resp.StatusCode, Method: method, Version: ver, Description: redirectDescription(resp)}, true, nil
+	}
+	body, held, err := readReply(ctx, resp, b.maxReply, b.budget)
+	defer b.budget.release(held) // after decoding: until then body is in use
 	if err != nil {
 		return nil, nil, true, err
 	}
@@ -220,22 +229,19 @@ func decodeReply(status int, body []byte) (*Response, *APIError) {
 	} else if fe := (flexEnvelope{}); json.Unmarshal(body, &fe) == nil {
 		env, rt = fe.envelope, fe.Time
 	} else {
-		desc := "the portal's reply is not JSON"
-		if status >= 300 && status < 400 {
-			desc = "the portal answered with a redirect; its domain may have changed"
-		}
-		return nil, &APIError{Status: status, Description: desc}
+		return nil, &APIError{Status: status, Description: "the portal's reply is not JSON"}
 	}
 	if len(env.Error) > 0 && !bytes.Equal(env.Error, []byte("null")) {
 		e := &APIError{Status: status, Description: env.ErrorDescription, Argument: env.Argument}
 		if env.Error[0] == '{' {
 			var v3 struct {
-				Code       string            `json:"code"`
-				Message    string            `json:"message"`
-				Validation []ValidationError `json:"validation"`
+				Code       string          `json:"code"`
+				Message    string          `json:"message"`
+				Validation json.RawMessage `json:"validation"`
 			}
 			if json.Unmarshal(env.Error, &v3) == nil {
-				e.Code, e.Validation = v3.Code, v3.Validation
+				e.Code = v3.Code
+				e.Validation, v3.Message = decodeValidation(v3.Validation, v3.Message)
 				if e.Description == "" {
 					e.Description = v3.Message
 				}
@@ -249,6 +255,30 @@ func decodeReply(status int, body []byte) (*Response, *APIError) {
 		return nil, &APIError{Status: status, Description: "unexpected HTTP status without an error code"}
 	}
 	return &Response{Result: env.Result, Next: int(env.Next), Total: int(env.Total), Time: rt, Status: status}, nil
+}
+
+// decodeValidation decodes a v3 error's field errors. A list longer than maxValidationErrors is
+// not decoded (each element would cost more memory than its bytes): message says so instead.
+func decodeValidation(raw json.RawMessage, message string) ([]ValidationError, string) {
+	if raw = bytes.TrimSpace(raw); len(raw) == 0 || raw[0] != '[' {
+		return nil, message
+	}
+	if jsonCount(raw, maxValidationErrors) > maxValidationErrors {
+		return nil, joinDesc(message, fmt.Sprintf("more than %d field errors, not decoded", maxValidationErrors))
+	}
+	var v []ValidationError
+	_ = json.Unmarshal(raw, &v)
+	return v, message
+}
+
+// redirectDescription is the Description of the *APIError a 3xx reply becomes, naming the origin
+// it pointed to (a renamed portal's new one), and nothing else of its Location.
+func redirectDescription(resp *http.Response) string {
+	desc := "the portal answered with a redirect, which is not followed; its domain may have changed"
+	if u, err := resp.Location(); err == nil && u.Host != "" && (u.Scheme == "https" || u.Scheme == "http") {
+		desc += " (to " + u.Scheme + "://" + u.Host + ")"
+	}
+	return desc
 }
 
 // encodeParams encodes params as a JSON object (nil for no params).

@@ -114,24 +114,30 @@ func (e *RefreshTokenError) Error() string {
 		b.WriteString(" for member ")
 		b.WriteString(e.MemberID)
 	}
-	if e.Code != "" {
+	writeOAuthFailure(&b, e.Code, e.Status, e.Description, e.Err)
+	return b.String()
+}
+
+// writeOAuthFailure appends what the OAuth server said of a failed grant to b: the code, the
+// HTTP status, the description and the cause, each when present.
+func writeOAuthFailure(b *strings.Builder, code string, status int, description string, err error) {
+	if code != "" {
 		b.WriteString(": ")
-		b.WriteString(e.Code)
+		b.WriteString(code)
 	}
-	if e.Status != 0 {
+	if status != 0 {
 		b.WriteString(" (HTTP ")
-		b.WriteString(strconv.Itoa(e.Status))
+		b.WriteString(strconv.Itoa(status))
 		b.WriteString(")")
 	}
-	if e.Description != "" {
+	if description != "" {
 		b.WriteString(": ")
-		b.WriteString(e.Description)
+		b.WriteString(description)
 	}
-	if e.Err != nil {
+	if err != nil {
 		b.WriteString(": ")
-		b.WriteString(e.Err.Error())
+		b.WriteString(err.Error())
 	}
-	return b.String()
 }
 
 // Unwrap returns the underlying cause.

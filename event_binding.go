@@ -47,11 +47,26 @@ func (e *BindError) Error() string {
 		if i > 0 {
 			b.WriteString("; ")
 		}
-		b.WriteString(f.Binding.String())
-		b.WriteString(": ")
-		b.WriteString(f.Err.Error())
+		b.WriteString(f.String())
 	}
 	return b.String()
+}
+
+// Format prints the error's message (Error) for every verb: never the fields, nor a cause's,
+// through fmt's struct printing.
+func (e *BindError) Format(f fmt.State, verb rune) { formatError(f, verb, e) }
+
+// String returns the binding and why it failed (the error's message only).
+func (f BindFailure) String() string { return f.Binding.String() + ": " + errorText(f.Err) }
+
+// Format prints String for every verb.
+func (f BindFailure) Format(s fmt.State, verb rune) { formatRedacted(s, verb, f.String()) }
+
+func errorText(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	return err.Error()
 }
 
 // Unwrap returns the failures' errors, for errors.Is and errors.As.

@@ -138,7 +138,7 @@ func FuzzEventDecoder(f *testing.F) {
 		if e != nil {
 			return
 		}
-		if !validEventCode(ev.Name) || ev.Name != strings.ToUpper(ev.Name) || !validMemberID(ev.MemberID) || !utf8.ValidString(ev.Name) {
+		if !validEventCode(ev.Name) || ev.Name != strings.ToUpper(ev.Name) || !ValidMemberID(ev.MemberID) || !utf8.ValidString(ev.Name) {
 			t.Fatalf("accepted %q as %+v", body, ev)
 		}
 		if string(ev.Data) != string(data) {

@@ -87,3 +87,38 @@ func ExampleAPIError() {
 	// ERROR_METHOD_NOT_FOUND 404
 	// invalid_grant true
 }
+
+// TokenSource hands the client's access token to code built on golang.org/x/oauth2 (an
+// oauth2.Transport, a library that takes a TokenSource). Refreshes still go through the client,
+// once, persisted as usual. The oauth2.Token it returns holds the live access token: it is
+// yours to keep out of logs.
+func ExampleB24OAuth_TokenSource() {
+	s := b24test.NewServer()
+	defer s.Close()
+	p := s.AddPortal()
+	tok := p.Tokens()
+	client, err := b24oauth.New(b24oauth.OAuthParams{
+		MemberID: p.MemberID(), AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken,
+		Expires: tok.Expires.Unix(), Domain: p.Domain(), ServerEndpoint: s.OAuthServerEndpoint(),
+	}, b24oauth.OAuthSecret{ClientID: s.ClientID(), ClientSecret: s.ClientSecret()},
+		b24oauth.WithHTTPClient(s.Client()), b24oauth.WithOAuthServers(s.OAuthOrigin()))
+	if err != nil {
+		panic(err)
+	}
+	ts := client.TokenSourceContext(context.Background())
+	t1, err := ts.Token()
+	if err != nil {
+		panic(err)
+	}
+	p.ExpireAccessToken()
+	if _, err := client.Auth().RefreshAuth(context.Background()); err != nil { // the next Token sees the new pair
+		panic(err)
+	}
+	t2, err := ts.Token()
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("valid:", t1.Valid(), t2.Valid(), "refreshed:", t1.AccessToken != t2.AccessToken, "type:", t2.Type())
+	// Output:
+	// valid: true true refreshed: true type: Bearer
+}

@@ -26,8 +26,12 @@ const (
 	maxLockBackoff = 20 * time.Millisecond
 )
 
+// errLockBusy is what lockFile returns, without wait, for a lock someone else holds.
+var errLockBusy = errors.New("b24oauth: file store: lock busy")
+
 // lockFile takes an exclusive flock on the file at path, creating it (mode 0600) if needed.
-func lockFile(ctx context.Context, path string) (*fileLock, error) {
+// With wait false it returns errLockBusy at once if someone else holds the lock.
+func lockFile(ctx context.Context, path string, wait bool) (*fileLock, error) {
 	backoff := minLockBackoff
 	for {
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
@@ -42,6 +46,10 @@ func lockFile(ctx context.Context, path string) (*fileLock, error) {
 			if !errors.Is(err, syscall.EWOULDBLOCK) {
 				f.Close()
 				return nil, fmt.Errorf("b24oauth: file store: lock %s: %w", path, err)
+			}
+			if !wait {
+				f.Close()
+				return nil, errLockBusy
 			}
 			// Up to half the backoff again at random, so that waiting processes do not
 			// retry in lockstep.

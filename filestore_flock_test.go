@@ -148,3 +148,29 @@ func holdLockFile(t *testing.T, path string) (release func(), fd uintptr) {
 	var once sync.Once
 	return func() { once.Do(func() { f.Close() }) }, f.Fd()
 }
+
+// NewFileStore leaves an interrupted write whose member another process holds locked to that
+// process, without waiting; a Load of the member waits for the lock and then settles it.
+func TestFileStoreSettlesLockedMemberLater(t *testing.T) {
+	bg := context.Background()
+	dir := t.TempDir()
+	s := newFileStore(t, dir)
+	if err := s.Save(bg, testInstallation(testMember, 1)); err != nil {
+		t.Fatal(err)
+	}
+	tmp := crashedWrite(t, s, testInstallation(testMember, 2))
+	release := holdLock(t, dir, testMember)
+	reopened := newFileStore(t, dir) // returns at once: the member is skipped
+	if _, err := os.Stat(tmp); err != nil {
+		t.Fatalf("NewFileStore settled a member another process holds: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(bg, 20*time.Millisecond)
+	_, err := reopened.Load(ctx, testMember)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Load of a member with an interrupted write whose lock another process holds = %v; want it to wait (context.DeadlineExceeded)", err)
+	}
+	release()
+	checkExpiresIn(t, reopened, testMember, 2)
+	checkNoTempFiles(t, dir)
+}

@@ -33,6 +33,27 @@ type Frame struct {
 	Client *B24OAuth
 }
 
+// String returns a summary of the frame; its client is named, never printed.
+func (f *Frame) String() string {
+	if f == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("b24oauth.Frame{MemberID: %q, Domain: %q, UserID: %d, Placement: %q, PlacementOptions: %d bytes, Lang: %q, Client: %s}",
+		f.MemberID, f.Domain, f.UserID, f.Placement, len(f.PlacementOptions), f.Lang, set(f.Client != nil))
+}
+
+// Format prints String for every verb.
+func (f *Frame) Format(s fmt.State, verb rune) { formatRedacted(s, verb, f.String()) }
+
+// LogValue implements slog.LogValuer without the client.
+func (f *Frame) LogValue() slog.Value {
+	if f == nil {
+		return slog.StringValue("<nil>")
+	}
+	return slog.GroupValue(slog.String("member_id", f.MemberID), slog.String("domain", f.Domain),
+		slog.Int64("user_id", f.UserID), slog.String("placement", f.Placement))
+}
+
 // Frame verifies r, the POST an app's page receives in its iframe when a user opens it, and
 // returns who opened which page of which portal. Nothing in the request is trusted before the
 // check: the OAuth server (app.info with AUTH_ID, at the installation's trusted OAuth server)

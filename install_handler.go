@@ -54,8 +54,9 @@ func (a *App) InstallHandler() http.Handler { return http.HandlerFunc(a.serveIns
 // client evicted (a client handed out earlier fails with ErrNotInstalled from then on), and
 // OnUninstall runs. A missing or different token is 403 and deletes nothing; a malformed event
 // is 400; a well-formed event for an unknown member_id is 200 with nothing to do. An
-// installation stored without an application token (older install pages) is removed only when
-// the OAuth server refuses its tokens (503 when it cannot be asked).
+// installation stored without an application token (older install pages, portals connected by
+// authorization code) is removed only when the OAuth server refuses its tokens (503 when it
+// cannot be asked).
 func (a *App) UninstallHandler() http.Handler { return http.HandlerFunc(a.serveUninstall) }
 
 // eventError is a rejected request: its HTTP status and a short reason for the sender.
@@ -628,7 +629,7 @@ func checkEventMemberID(name, v string) *eventError {
 	if v == "" {
 		return badRequest("missing %s", name)
 	}
-	if !validMemberID(v) {
+	if !ValidMemberID(v) {
 		return badRequest("invalid %s: want 32 lowercase hex digits", name)
 	}
 	return nil
@@ -644,9 +645,6 @@ func checkAppToken(name, v string) *eventError {
 	}
 	return nil
 }
-
-// validMemberID reports whether s has the shape of a member_id: 32 lowercase hex digits.
-func validMemberID(s string) bool { return len(s) == 32 && isHex(s, false) }
 
 func isHex(s string, upperOK bool) bool {
 	for i := 0; i < len(s); i++ {

@@ -62,9 +62,13 @@ func (s *checkingStore) check(inst b24oauth.Installation) {
 	s.mu.Unlock()
 }
 
+// Save checks inst if the store took it: a store refuses a malformed member_id by itself.
 func (s *checkingStore) Save(ctx context.Context, inst b24oauth.Installation) error {
+	if err := s.MemoryStore.Save(ctx, inst); err != nil {
+		return err
+	}
 	s.check(inst)
-	return s.MemoryStore.Save(ctx, inst)
+	return nil
 }
 
 func (s *checkingStore) Update(ctx context.Context, memberID string, fn func(b24oauth.Installation) (b24oauth.Installation, error)) error {

@@ -263,6 +263,11 @@ func listRows(result json.RawMessage, itemsKey string) ([]json.RawMessage, error
 	if result[0] != '[' {
 		return nil, errors.New("the result is not a list of rows")
 	}
+	if jsonCount(result, maxPageRows) > maxPageRows {
+		// A real page has 50 rows (v2) or up to 1000 (v3); decoding each tiny row of a forged
+		// one would cost many times its bytes.
+		return nil, fmt.Errorf("%w: a page of more than %d rows", ErrResponseTooLarge, maxPageRows)
+	}
 	var rows []json.RawMessage
 	if err := json.Unmarshal(result, &rows); err != nil {
 		return nil, fmt.Errorf("decoding rows: %w", err)

@@ -26,17 +26,7 @@ func (l *memberLocks) lock(ctx context.Context, memberID string) (unlock func(),
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	l.mu.Lock()
-	if l.locks == nil {
-		l.locks = make(map[string]*memberLock)
-	}
-	m := l.locks[memberID]
-	if m == nil {
-		m = &memberLock{held: make(chan struct{}, 1)}
-		l.locks[memberID] = m
-	}
-	m.refs++
-	l.mu.Unlock()
+	m := l.ref(memberID)
 
 	select {
 	case m.held <- struct{}{}:
@@ -52,6 +42,38 @@ func (l *memberLocks) lock(ctx context.Context, memberID string) (unlock func(),
 		<-m.held
 		l.release(memberID, m)
 	}, nil
+}
+
+// tryLock takes memberID's lock if nobody holds it; ok reports whether it did. unlock must
+// then be called exactly once.
+func (l *memberLocks) tryLock(memberID string) (unlock func(), ok bool) {
+	m := l.ref(memberID)
+	select {
+	case m.held <- struct{}{}:
+		return func() {
+			<-m.held
+			l.release(memberID, m)
+		}, true
+	default:
+		l.release(memberID, m)
+		return nil, false
+	}
+}
+
+// ref returns memberID's entry, created if needed, counting the caller in its refs.
+func (l *memberLocks) ref(memberID string) *memberLock {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.locks == nil {
+		l.locks = make(map[string]*memberLock)
+	}
+	m := l.locks[memberID]
+	if m == nil {
+		m = &memberLock{held: make(chan struct{}, 1)}
+		l.locks[memberID] = m
+	}
+	m.refs++
+	return m
 }
 
 func (l *memberLocks) release(memberID string, m *memberLock) {

@@ -2,8 +2,8 @@ package b24oauth
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"iter"
 	"sync"
 )
 
@@ -27,11 +27,12 @@ func NewMemoryStore() *MemoryStore {
 	return &MemoryStore{data: make(map[string]Installation)}
 }
 
-// errEmptyMemberID is returned by the stores for a record without a member_id.
-var errEmptyMemberID = errors.New("b24oauth: installation has an empty member_id")
-
-// Load returns the installation of memberID, or ErrNotInstalled.
+// Load returns the installation of memberID, or ErrNotInstalled (also for a malformed
+// member_id, see ValidMemberID).
 func (s *MemoryStore) Load(ctx context.Context, memberID string) (Installation, error) {
+	if !ValidMemberID(memberID) {
+		return Installation{}, errMalformedMember
+	}
 	if err := ctx.Err(); err != nil {
 		return Installation{}, err
 	}
@@ -44,11 +45,11 @@ func (s *MemoryStore) Load(ctx context.Context, memberID string) (Installation, 
 	return inst, nil
 }
 
-// Save inserts or replaces inst, keyed by inst.MemberID, which must not be empty. It waits for
-// an Update of the same member_id in progress to finish.
+// Save inserts or replaces inst, keyed by inst.MemberID, which must be well formed (see
+// ValidMemberID). It waits for an Update of the same member_id in progress to finish.
 func (s *MemoryStore) Save(ctx context.Context, inst Installation) error {
-	if inst.MemberID == "" {
-		return errEmptyMemberID
+	if !ValidMemberID(inst.MemberID) {
+		return errSaveMalformedMember
 	}
 	unlock, err := s.members.lock(ctx, inst.MemberID)
 	if err != nil {
@@ -62,6 +63,9 @@ func (s *MemoryStore) Save(ctx context.Context, inst Installation) error {
 // Delete removes the installation of memberID; it returns nil when there is none. It waits
 // for an Update of the same member_id in progress to finish, so it is never undone by it.
 func (s *MemoryStore) Delete(ctx context.Context, memberID string) error {
+	if !ValidMemberID(memberID) {
+		return nil // nothing can be stored under it
+	}
 	unlock, err := s.members.lock(ctx, memberID)
 	if err != nil {
 		return err
@@ -77,9 +81,12 @@ func (s *MemoryStore) Delete(ctx context.Context, memberID string) error {
 // no Save, Update or Delete of the same member_id runs in between. fn runs with that member's
 // lock held and must not call the store for the same member_id. If fn returns an error,
 // nothing is stored and Update returns that error. Update of an absent member_id returns
-// ErrNotInstalled without calling fn. fn must not change MemberID; if it does, nothing is
-// stored and Update returns an error.
+// ErrNotInstalled without calling fn, as does Update of a malformed member_id. fn must not
+// change MemberID; if it does, nothing is stored and Update returns an error.
 func (s *MemoryStore) Update(ctx context.Context, memberID string, fn func(cur Installation) (Installation, error)) error {
+	if !ValidMemberID(memberID) {
+		return errMalformedMember
+	}
 	unlock, err := s.members.lock(ctx, memberID)
 	if err != nil {
 		return err
@@ -102,6 +109,32 @@ func (s *MemoryStore) Update(ctx context.Context, memberID string, fn func(cur I
 	// token, and dropping the pair it returns would lose the portal.
 	s.put(next)
 	return nil
+}
+
+// List yields the member_id of every installation (see Lister). It takes a snapshot of the
+// member_ids when the loop starts, so the loop body may use the store.
+func (s *MemoryStore) List(ctx context.Context) iter.Seq2[string, error] {
+	return func(yield func(string, error) bool) {
+		if err := ctx.Err(); err != nil {
+			yield("", err)
+			return
+		}
+		s.mu.RLock()
+		ids := make([]string, 0, len(s.data))
+		for id := range s.data {
+			ids = append(ids, id)
+		}
+		s.mu.RUnlock()
+		for _, id := range ids {
+			if err := ctx.Err(); err != nil {
+				yield("", err)
+				return
+			}
+			if !yield(id, nil) {
+				return
+			}
+		}
+	}
 }
 
 func (s *MemoryStore) put(inst Installation) {

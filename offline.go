@@ -286,7 +286,9 @@ type OfflineLoopOptions struct {
 	// Interval is how often every installed portal is pulled; 0: 5 minutes; negative: never
 	// (only signals). The first pass starts with Run.
 	Interval time.Duration
-	// Members lists the portals of a pass; nil: the Store's (it must be a Lister).
+	// Members lists the portals of a pass; nil: the Store's (it must be a Lister; a store that
+	// wraps another may be one only when the other is: its List then yields ErrNotLister, which
+	// each pass reports).
 	Members func(ctx context.Context) iter.Seq2[string, error]
 	// Concurrency is how many portals are pulled at once; 0: 4. Each pull is paced by its
 	// portal's rate limiter.
@@ -335,12 +337,31 @@ func (a *App) NewOfflineLoop(fn EventFunc, opts OfflineLoopOptions) (*OfflineLoo
 	if l.members == nil && opts.Interval > 0 {
 		lister, ok := a.cfg.Store.(Lister)
 		if !ok {
-			return nil, errors.New("b24oauth: NewOfflineLoop: the Store cannot list its portals (not a Lister): set OfflineLoopOptions.Members")
+			return nil, fmt.Errorf("b24oauth: NewOfflineLoop: set OfflineLoopOptions.Members: %w", ErrNotLister)
 		}
 		l.members = lister.List
 	}
 	return l, nil
 }
+
+// String returns a summary of the loop: its settings and how many portals wait or are being
+// pulled; never the App.
+func (l *OfflineLoop) String() string {
+	if l == nil {
+		return "<nil>"
+	}
+	l.mu.Lock()
+	queued, running := len(l.queue), len(l.running)
+	l.mu.Unlock()
+	return fmt.Sprintf("b24oauth.OfflineLoop{Interval: %s, Concurrency: %d, queued: %d, running: %d}",
+		l.opts.Interval, l.opts.Concurrency, queued, running)
+}
+
+// Format prints String for every verb.
+func (l *OfflineLoop) Format(f fmt.State, verb rune) { formatRedacted(f, verb, l.String()) }
+
+// LogValue implements slog.LogValuer with String.
+func (l *OfflineLoop) LogValue() slog.Value { return slog.StringValue(l.String()) }
 
 // Notify asks for a pull of memberID's queue soon (at once if a worker is free).
 func (l *OfflineLoop) Notify(memberID string) {

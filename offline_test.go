@@ -232,11 +232,16 @@ func TestOfflineLoop(t *testing.T) {
 }
 
 func TestNewOfflineLoopNeedsMembers(t *testing.T) {
-	env := newEventEnv(t, nil, notALister{b24oauth.NewMemoryStore()}, nil)
-	if _, err := env.app.NewOfflineLoop(env.rec.handle, b24oauth.OfflineLoopOptions{}); err == nil {
-		t.Fatal("a loop over a store that cannot list its portals")
+	app, err := b24oauth.NewApp(appConfig(newFake(t), notALister{b24oauth.NewMemoryStore()}))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := env.app.NewOfflineLoop(env.rec.handle, b24oauth.OfflineLoopOptions{Interval: -1}); err != nil {
+	defer app.Close()
+	fn := func(context.Context, b24oauth.Event, *b24oauth.B24OAuth) error { return nil }
+	if _, err := app.NewOfflineLoop(fn, b24oauth.OfflineLoopOptions{}); !errors.Is(err, b24oauth.ErrNotLister) {
+		t.Fatalf("a loop over a store that cannot list its portals: %v", err)
+	}
+	if _, err := app.NewOfflineLoop(fn, b24oauth.OfflineLoopOptions{Interval: -1}); err != nil {
 		t.Fatalf("a loop on signals only: %v", err)
 	}
 }

@@ -26,6 +26,9 @@ const (
 
 type options struct {
 	httpClient     *http.Client
+	clients        *httpClients // set instead of httpClient by an App: shared by its clients
+	maxReply       int64
+	budget         *ResponseBudget
 	logger         *slog.Logger
 	restriction    *RestrictionParams
 	oauthServers   []string
@@ -43,9 +46,34 @@ type options struct {
 }
 
 // WithHTTPClient sets the *http.Client used for REST calls and token refreshes. The default has
-// a 90 s overall timeout (Bitrix24 cuts a request at 60 s) and does not follow redirects.
+// a 90 s overall timeout (Bitrix24 cuts a request at 60 s).
+//
+// Whatever c's CheckRedirect says, the client never follows a redirect: every request it sends
+// carries a token or the client secret, which a redirect would hand to another host. It sends
+// through a copy of c that refuses redirects (c itself is not changed, and HTTPClient returns
+// c); a 3xx reply is an error (for a portal, an *APIError saying its domain may have changed).
 func WithHTTPClient(c *http.Client) Option {
-	return func(o *options) { o.httpClient = c }
+	return func(o *options) { o.httpClient, o.clients = c, nil }
+}
+
+// withHTTPClients is WithHTTPClient with the copy made once for every client of an App.
+func withHTTPClients(c *httpClients) Option {
+	return func(o *options) { o.httpClient, o.clients = nil, c }
+}
+
+// WithMaxResponseBytes sets the largest REST reply (v2, v3, batch, list page) the client reads:
+// a longer one fails with an error matching ErrResponseTooLarge, and is not retried. 0 or less:
+// DefaultMaxResponseBytes (32 MiB). The OAuth server's replies have a bound of their own, 64 KiB.
+// For the clients of an App, put it in AppConfig.ClientOptions.
+func WithMaxResponseBytes(n int64) Option {
+	return func(o *options) { o.maxReply = n }
+}
+
+// WithResponseBudget makes the client read its long replies within budget, shared with the
+// other clients given it (see ResponseBudget). nil: the budget of the process,
+// DefaultResponseBudgetBytes, shared by every client given none.
+func WithResponseBudget(budget *ResponseBudget) Option {
+	return func(o *options) { o.budget = budget }
 }
 
 // WithLogger sets the logger. At debug level the client logs each request (method, status,
@@ -140,11 +168,9 @@ func normalizeOrigin(s string) (string, error) {
 
 func defaultHTTPClient() *http.Client {
 	return &http.Client{
-		Transport: sharedTransport(),
-		Timeout:   90 * time.Second,
-		// A 302 from a portal means it was renamed; following it would turn the POST into a GET
-		// and could carry the token to another host. The reply is reported instead.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Transport:     sharedTransport(),
+		Timeout:       90 * time.Second,
+		CheckRedirect: refuseRedirect,
 	}
 }
 
@@ -160,3 +186,28 @@ func newTransport() *http.Transport {
 // that clients made and destroyed per request reuse connections instead of each keeping its
 // own pool (two goroutines and a file descriptor per idle connection) until the idle timeout.
 var sharedTransport = sync.OnceValue(newTransport)
+
+// httpClients is an *http.Client as given (what HTTPClient returns) and the copy of it requests
+// are sent with, which refuses redirects. Both are made once, when the client is given, so a
+// call costs nothing for it.
+type httpClients struct {
+	given *http.Client
+	send  *http.Client
+}
+
+// newHTTPClients pairs c (nil: the default client) with its copy refusing redirects. The copy is
+// shallow: it shares c's Transport, Jar and Timeout.
+func newHTTPClients(c *http.Client) *httpClients {
+	if c == nil {
+		c = defaultHTTPClient()
+	}
+	send := *c
+	send.CheckRedirect = refuseRedirect
+	return &httpClients{given: c, send: &send}
+}
+
+// refuseRedirect makes an http.Client return a 3xx reply instead of following it. Every request
+// the SDK sends carries a token or the client secret: a 307 or 308 would re-send the body, token
+// included, to the Location's host, and even a 302 from a portal means it was renamed, which the
+// caller must hear about.
+func refuseRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }

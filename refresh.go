@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -328,32 +327,46 @@ func (b *B24OAuth) requestToken(ctx context.Context, cur OAuthParams) (tokenRepl
 		"client_secret": {b.secret.ClientSecret},
 		"refresh_token": {cur.RefreshToken},
 	}
+	return postToken(ctx, b.sender(), origin, form, cur.MemberID)
+}
+
+// postToken POSTs a grant's form to the token endpoint of origin, a trusted OAuth server, with
+// hc, and returns the reply. Every failure is a *RefreshTokenError naming memberID.
+func postToken(ctx context.Context, hc *http.Client, origin string, form url.Values, memberID string) (tokenReply, int, error) {
+	var r tokenReply
 	// POST, not GET: the secret and the refresh token stay out of URLs and so out of access logs.
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, origin+"/oauth/token/", strings.NewReader(form.Encode()))
 	if err != nil {
-		return r, 0, &RefreshTokenError{MemberID: cur.MemberID, Err: err}
+		return r, 0, &RefreshTokenError{MemberID: memberID, Err: err}
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	resp, err := b.HTTPClient().Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
-		return r, 0, &RefreshTokenError{MemberID: cur.MemberID, Err: err}
+		return r, 0, &RefreshTokenError{MemberID: memberID, Err: err}
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		// Not followed (see refuseRedirect): the body carries the secret and the refresh token.
+		return r, resp.StatusCode, &RefreshTokenError{MemberID: memberID, Status: resp.StatusCode,
+			Description: "the OAuth server answered with a redirect, which is not followed"}
+	}
+	// A token reply is < 2 KiB: it is bounded far below the point where a reply takes from
+	// the response budget, so none is needed.
+	body, _, err := readReply(ctx, resp, maxOAuthReplyBytes, nil)
 	if err != nil {
-		return r, resp.StatusCode, &RefreshTokenError{MemberID: cur.MemberID, Status: resp.StatusCode, Err: err}
+		return r, resp.StatusCode, &RefreshTokenError{MemberID: memberID, Status: resp.StatusCode, Err: err}
 	}
 	jsonErr := json.Unmarshal(body, &r)
 	if resp.StatusCode != http.StatusOK || r.Error != "" {
-		e := &RefreshTokenError{Code: r.Error, Description: r.ErrorDescription, Status: resp.StatusCode, MemberID: cur.MemberID}
+		e := &RefreshTokenError{Code: r.Error, Description: r.ErrorDescription, Status: resp.StatusCode, MemberID: memberID}
 		if jsonErr != nil {
 			e.Description = "unexpected reply from the OAuth server"
 		}
 		return r, resp.StatusCode, e
 	}
 	if jsonErr != nil {
-		return r, resp.StatusCode, &RefreshTokenError{MemberID: cur.MemberID, Status: resp.StatusCode, Err: fmt.Errorf("b24oauth: invalid JSON from the OAuth server: %w", jsonErr)}
+		return r, resp.StatusCode, &RefreshTokenError{MemberID: memberID, Status: resp.StatusCode, Err: fmt.Errorf("b24oauth: invalid JSON from the OAuth server: %w", jsonErr)}
 	}
 	return r, resp.StatusCode, nil
 }

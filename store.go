@@ -2,6 +2,7 @@ package b24oauth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"log/slog"
@@ -74,12 +75,18 @@ func (i Installation) LogValue() slog.Value {
 // The contract (checked by storetest.Run for every store in this repository):
 //   - Load of an absent member_id returns an error matching ErrNotInstalled (errors.Is); any other
 //     failure (a corrupt record, a lost connection) is a different error, never ErrNotInstalled.
+//   - A member_id that is not well formed (see ValidMemberID) is never stored: Load and Update
+//     of one return an error matching ErrNotInstalled (Update without calling fn), Delete of one
+//     returns nil, and Save of an installation with one returns an error that does not match
+//     ErrNotInstalled. None of them reaches the backend, so no member_id can inject a path, a
+//     query or a key pattern.
 //   - Save inserts or replaces the whole record, durably, or fails leaving the previous record
 //     intact: never a half-written one.
 //   - Delete of an absent member_id returns nil.
 //   - Update reads the record, calls fn with it exactly once, and writes what fn returns,
-//     atomically: no other Update or Save of the same member_id, in this process or in any other
-//     process sharing the store, interleaves with it. If fn returns an error, nothing is written
+//     atomically: no other Update, Save or Delete of the same member_id, in this process or in
+//     any other process sharing the store, interleaves with it (a Delete waits for the Update,
+//     then removes what it wrote). If fn returns an error, nothing is written
 //     and Update returns that error unchanged. Update of an absent member_id returns
 //     ErrNotInstalled without calling fn. fn must not change MemberID: a store refuses such a
 //     record with an error and writes nothing. Once fn has returned a record, the store writes
@@ -100,5 +107,40 @@ type TokenStore interface {
 // Lister is implemented by stores that can enumerate their installations: MemoryStore,
 // FileStore, pgstore and redisstore all do, and storetest checks it where a store has it.
 type Lister interface {
-	List(ctx context.Context) iter.Seq2[string, error] // every stored member_id once, any order
+	// List yields every stored member_id once, in any order, without holding any lock or
+	// connection while the loop body runs (the body may use the store). A record saved or
+	// deleted while List runs may or may not be yielded; one that stays stored is yielded
+	// exactly once. An error ends the sequence: it is yielded once, with an empty member_id.
+	// Once ctx is done, List yields no further member_id, only an error matching ctx.Err().
+	// Breaking out of the loop early releases everything List holds.
+	List(ctx context.Context) iter.Seq2[string, error]
 }
+
+// memberIDLen is the length of a member_id: 32 hexadecimal digits.
+const memberIDLen = 32
+
+// ValidMemberID reports whether s has the form of a Bitrix24 member_id: exactly 32 lowercase
+// hexadecimal digits (0-9, a-f). Cloud portals have such ids, and an on-premise portal's is the
+// MD5 of its OAuth client id, written the same way. Every store in this module and the App
+// treat any other string as the id of no portal (ErrNotInstalled); a TokenStore of your own
+// should do the same.
+func ValidMemberID(s string) bool {
+	if len(s) != memberIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// errMalformedMember is what Load, Update and ClientForMember return for a member_id that
+// ValidMemberID refuses. It does not quote the id, which came from outside and may be long or
+// hold control characters.
+var errMalformedMember = fmt.Errorf("b24oauth: malformed member_id (want 32 lowercase hex digits): %w", ErrNotInstalled)
+
+// errSaveMalformedMember is what Save returns for an installation whose MemberID ValidMemberID
+// refuses: a caller's mistake, not an absent portal.
+var errSaveMalformedMember = errors.New("b24oauth: installation has a malformed member_id (want 32 lowercase hex digits); nothing was written")

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -84,12 +83,11 @@ func (a *App) appInfoAt(ctx context.Context, serverEndpoint, accessToken string)
 		return info, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxOAuthReplyBytes+1))
+	// An app.info reply is < 2 KiB: bounded far below the point where a reply takes from the
+	// response budget.
+	body, _, err := readReply(ctx, resp, maxOAuthReplyBytes, nil)
 	if err != nil {
 		return info, err
-	}
-	if len(body) > maxOAuthReplyBytes {
-		return info, errors.New("b24oauth: the OAuth server's app.info reply is too large")
 	}
 	r, apiErr := decodeReply(resp.StatusCode, body)
 	if apiErr != nil {
@@ -106,14 +104,7 @@ func (a *App) appInfoAt(ctx context.Context, serverEndpoint, accessToken string)
 
 // noRedirectClient is the App's HTTP client, refusing redirects: nothing the App sends with a
 // token in it may be forwarded to another host.
-func (a *App) noRedirectClient() *http.Client {
-	a.noRedirectOnce.Do(func() {
-		c := *a.httpClient
-		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-		a.noRedirect = &c
-	})
-	return a.noRedirect
-}
+func (a *App) noRedirectClient() *http.Client { return a.clients.send }
 
 // trustedOAuthOrigin returns the origin of serverEndpoint if it is one of the App's OAuth
 // servers.

@@ -3,7 +3,9 @@ package b24test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -41,6 +43,23 @@ type Delivery struct {
 	Body      string     // the start of the handler's reply (at most 1 KiB)
 	Err       error      // why the handler could not be reached, or nil
 }
+
+// String prints the delivery with the tokens of its form redacted.
+func (d Delivery) String() string {
+	errText := "<nil>"
+	if d.Err != nil {
+		errText = d.Err.Error()
+	}
+	return "b24test.Delivery{MemberID: " + strconv.Quote(d.MemberID) + ", Event: " + strconv.Quote(d.Event) +
+		", HandlerID: " + strconv.Quote(d.HandlerID) + ", URL: " + strconv.Quote(d.URL) +
+		", Form: " + redactValues(d.Form) + ", Status: " + strconv.Itoa(d.Status) + ", Err: " + strconv.Quote(errText) + "}"
+}
+
+// Format makes every fmt verb print String.
+func (d Delivery) Format(f fmt.State, verb rune) { formatAs(f, verb, d.String()) }
+
+// LogValue implements slog.LogValuer as String.
+func (d Delivery) LogValue() slog.Value { return slog.StringValue(d.String()) }
 
 // firedEvent is an event a REST call caused.
 type firedEvent struct {

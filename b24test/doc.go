@@ -16,7 +16,14 @@
 // REST v2 (/rest/<method>[.json]: profile, app.info, user.admin, server.time,
 // scope, crm.deal.list/get/add/update/delete, tasks.task.list/get/add, batch)
 // and REST v3 (/rest/api/<method>: crm.deal.get, crm.deal.list, profile).
-// Server.HandleMethod and Server.HandleMethodV3 add methods. Event helpers
+// Server.HandleMethod and Server.HandleMethodV3 add methods. Portals also
+// serve the authorization-code flow's https://<name>.example.com/oauth/authorize/
+// ?client_id=...&state=...: it "logs in" user 1 at once and redirects (302) to
+// the redirect URI set with WithRedirectURI or Server.SetRedirectURI, with
+// code (single-use, valid 30 s), state, domain, member_id, scope and
+// server_domain; an unknown client_id or a portal whose app was uninstalled
+// gets an error page and no redirect. Portal.AuthCode issues a code directly.
+// Event helpers
 // (Portal.InstallEvent, UpdateEvent, UninstallEvent, InstallPage) build the
 // POSTs Bitrix24 sends to an app, with real token pairs.
 //

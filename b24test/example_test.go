@@ -56,6 +56,43 @@ func ExamplePortal_ExpireAccessToken() {
 	// Output: 401 expired_token
 }
 
+// The authorization-code flow: the portal's authorize endpoint redirects the browser to the
+// app's redirect URI with a code, which the app exchanges at the OAuth server.
+func ExampleWithRedirectURI() {
+	s := b24test.NewServer(b24test.WithRedirectURI("https://app.example.net/oauth/callback"))
+	defer s.Close()
+	p := s.AddPortal(b24test.PortalName("acme"))
+
+	browser := *s.Client()
+	browser.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := browser.Get("https://" + p.Domain() + "/oauth/authorize/?client_id=" + url.QueryEscape(s.ClientID()) + "&state=xyz")
+	if err != nil {
+		panic(err)
+	}
+	resp.Body.Close()
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	q := loc.Query()
+	fmt.Println(resp.StatusCode, loc.Host+loc.Path, q.Get("state"), q.Get("domain"), q.Get("server_domain"))
+
+	tok, err := s.Client().PostForm(s.OAuthOrigin()+"/oauth/token/", url.Values{
+		"grant_type": {"authorization_code"}, "client_id": {s.ClientID()},
+		"client_secret": {s.ClientSecret()}, "code": {q.Get("code")},
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer tok.Body.Close()
+	var reply struct {
+		MemberID       string `json:"member_id"`
+		ClientEndpoint string `json:"client_endpoint"`
+	}
+	_ = json.NewDecoder(tok.Body).Decode(&reply)
+	fmt.Println(tok.StatusCode, reply.MemberID == p.MemberID(), reply.ClientEndpoint)
+	// Output:
+	// 302 app.example.net/oauth/callback xyz acme.example.com oauth.example.com
+	// 200 true https://acme.example.com/rest/
+}
+
 // A deal added in the portal reaches the app's handler bound with event.bind: test your own
 // event handlers this way (b24oauth.App.EventHandler, or any http.Handler).
 func ExamplePortal_AddDeal() {

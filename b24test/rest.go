@@ -79,6 +79,8 @@ func (p *Portal) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Access-Control-Allow-Origin", "*")
 	path := r.URL.Path
 	switch {
+	case path == "/oauth/authorize/" || path == "/oauth/authorize":
+		p.serveAuthorize(w, r)
 	case strings.HasPrefix(path, "/rest/api/"):
 		p.serveV3(w, r, strings.TrimPrefix(path, "/rest/api/"))
 	case strings.HasPrefix(path, "/rest/"):

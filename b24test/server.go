@@ -50,6 +50,8 @@ type Server struct {
 	methodsV3       map[string]MethodFunc
 	durations       map[string]time.Duration
 	appIDHex        string
+	redirectURI     string
+	authorizations  int
 	out             outbox // events on their way to the app's handlers (delivery.go)
 }
 
@@ -65,6 +67,7 @@ type config struct {
 	tokenScope             string
 	latency                time.Duration
 	v3AuthShape            string
+	redirectURI            string
 	deliveryTimeout        time.Duration
 	deliveryClient         *http.Client
 }
@@ -191,6 +194,8 @@ func NewServer(opts ...Option) *Server {
 		methodsV3: map[string]MethodFunc{},
 		durations: map[string]time.Duration{},
 		appIDHex:  randHex(4),
+
+		redirectURI: cfg.redirectURI,
 	}
 	cert, err := serverCertificate()
 	if err != nil {

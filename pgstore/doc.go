@@ -51,6 +51,11 @@
 // concurrent Updates you expect, and do not call the store from inside the function passed to
 // Update (it receives the current record; a nested call needs a second connection).
 //
+// Only well-formed member_ids (b24oauth.ValidMemberID) reach the database: any other is
+// answered without a query. List reads the member_ids in pages of 1000, each after the last
+// one of the page before (keyset pagination over the primary key: an index range scan per
+// page, no OFFSET).
+//
 // Strings containing the NUL character cannot be stored: PostgreSQL's text and jsonb types
 // reject it, and Save or Update returns an error.
 package pgstore

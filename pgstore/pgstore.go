@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"iter"
 	"regexp"
 	"strconv"
 	"strings"
@@ -26,10 +27,21 @@ type Store struct {
 	pool  *pgxpool.Pool
 	table string // quoted, ready to splice into SQL
 
-	loadSQL, lockSQL, saveSQL, updateSQL, deleteSQL string
+	loadSQL, lockSQL, saveSQL, updateSQL, deleteSQL, listSQL string
+	listPage                                                 int // member_ids per List query
 }
 
-var _ b24oauth.TokenStore = (*Store)(nil)
+var (
+	_ b24oauth.TokenStore = (*Store)(nil)
+	_ b24oauth.Lister     = (*Store)(nil)
+)
+
+// listPageSize is how many member_ids one List query reads.
+const listPageSize = 1000
+
+// errMalformed is what Load and Update return for a member_id that b24oauth.ValidMemberID
+// refuses; the id itself, which came from outside, is not quoted.
+var errMalformed = fmt.Errorf("pgstore: malformed member_id: %w", b24oauth.ErrNotInstalled)
 
 // Option configures New.
 type Option func(*config) error
@@ -126,6 +138,8 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, error
 		loadSQL:   `SELECT data FROM ` + t + ` WHERE member_id = $1`,
 		lockSQL:   `SELECT data FROM ` + t + ` WHERE member_id = $1 FOR UPDATE`,
 		deleteSQL: `DELETE FROM ` + t + ` WHERE member_id = $1`,
+		listSQL:   `SELECT member_id FROM ` + t + ` WHERE member_id > $1 ORDER BY member_id LIMIT $2`,
+		listPage:  listPageSize,
 		saveSQL: `INSERT INTO ` + t + ` (member_id, domain, state, expires, updated_at, data)
 VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (member_id) DO UPDATE SET domain = EXCLUDED.domain, state = EXCLUDED.state,
@@ -189,8 +203,11 @@ func (s *Store) check(ctx context.Context, migrated bool) error {
 }
 
 // Load returns the installation of memberID, or an error matching b24oauth.ErrNotInstalled
-// when there is none.
+// when there is none or memberID is malformed (b24oauth.ValidMemberID; no query is sent then).
 func (s *Store) Load(ctx context.Context, memberID string) (b24oauth.Installation, error) {
+	if !b24oauth.ValidMemberID(memberID) {
+		return b24oauth.Installation{}, errMalformed
+	}
 	var data []byte
 	err := s.pool.QueryRow(ctx, s.loadSQL, memberID).Scan(&data)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -202,11 +219,12 @@ func (s *Store) Load(ctx context.Context, memberID string) (b24oauth.Installatio
 	return decode(memberID, data)
 }
 
-// Save inserts inst, or replaces the stored installation of inst.MemberID. It waits for an
-// Update of the same member_id in progress to finish.
+// Save inserts inst, or replaces the stored installation of inst.MemberID, which must be well
+// formed (b24oauth.ValidMemberID). It waits for an Update of the same member_id in progress to
+// finish.
 func (s *Store) Save(ctx context.Context, inst b24oauth.Installation) error {
-	if inst.MemberID == "" {
-		return errors.New("pgstore: save: empty member_id")
+	if !b24oauth.ValidMemberID(inst.MemberID) {
+		return errors.New("pgstore: save: malformed member_id (want 32 lowercase hex digits); nothing was written")
 	}
 	args, err := rowArgs(inst)
 	if err != nil {
@@ -222,8 +240,13 @@ func (s *Store) Save(ctx context.Context, inst b24oauth.Installation) error {
 	return nil
 }
 
-// Delete removes the installation of memberID. It returns nil when there is none.
+// Delete removes the installation of memberID. It returns nil when there is none, or when
+// memberID is malformed. It waits for an Update of the same member_id in progress to finish
+// (the row lock).
 func (s *Store) Delete(ctx context.Context, memberID string) error {
+	if !b24oauth.ValidMemberID(memberID) {
+		return nil // nothing can be stored under it
+	}
 	if _, err := s.pool.Exec(ctx, s.deleteSQL, memberID); err != nil {
 		return fmt.Errorf("pgstore: delete %q: %w", memberID, err)
 	}
@@ -232,14 +255,17 @@ func (s *Store) Delete(ctx context.Context, memberID string) error {
 
 // Update locks the row of memberID, calls fn with the stored installation and writes what fn
 // returns, in one transaction. If fn fails, nothing is written and its error is returned
-// unchanged. If there is no row, Update returns an error matching b24oauth.ErrNotInstalled
-// without calling fn. fn must not change MemberID (Update fails if it does) and must not use
+// unchanged. If there is no row, or memberID is malformed, Update returns an error matching
+// b24oauth.ErrNotInstalled without calling fn. fn must not change MemberID (Update fails if it does) and must not use
 // the Store itself.
 //
 // ctx bounds the wait for the lock; once fn has returned, its result is written and committed
 // even if ctx has ended meanwhile (within a 10s bound of its own), because fn may have spent a
 // single-use refresh token that only its result records.
 func (s *Store) Update(ctx context.Context, memberID string, fn func(cur b24oauth.Installation) (b24oauth.Installation, error)) error {
+	if !b24oauth.ValidMemberID(memberID) {
+		return errMalformed
+	}
 	var fnErr error
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var data []byte
@@ -280,6 +306,65 @@ func (s *Store) Update(ctx context.Context, memberID string, fn func(cur b24oaut
 		return fnErr
 	}
 	return fmt.Errorf("pgstore: update %q: %w", memberID, err)
+}
+
+// List yields every stored member_id once (b24oauth.Lister), in member_id order. It reads them
+// page by page, 1000 a query, each page after the last member_id of the one before (keyset
+// pagination over the primary key, so each query is an index range scan, whatever the table's
+// size), and holds no connection while the loop body runs. Rows inserted or deleted meanwhile
+// are listed if they sort after the page being read, and not otherwise.
+func (s *Store) List(ctx context.Context) iter.Seq2[string, error] {
+	return func(yield func(string, error) bool) {
+		page := make([]string, 0, s.listPage)
+		after := ""
+		for {
+			if err := ctx.Err(); err != nil {
+				yield("", err)
+				return
+			}
+			var err error
+			page, err = s.listAfter(ctx, after, page[:0])
+			if err != nil {
+				yield("", fmt.Errorf("pgstore: list: %w", err))
+				return
+			}
+			for _, id := range page {
+				if !b24oauth.ValidMemberID(id) {
+					continue // a row no method of the Store reads (written by hand)
+				}
+				if err := ctx.Err(); err != nil {
+					yield("", err)
+					return
+				}
+				if !yield(id, nil) {
+					return
+				}
+			}
+			if len(page) < s.listPage {
+				return
+			}
+			after = page[len(page)-1]
+		}
+	}
+}
+
+// listAfter appends to page the member_ids that sort after after, at most s.listPage of them.
+func (s *Store) listAfter(ctx context.Context, after string, page []string) ([]string, error) {
+	rows, err := s.pool.Query(ctx, s.listSQL, after, s.listPage)
+	if err != nil {
+		return page, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		// The raw value of a text column is its UTF-8 bytes in either wire format; reading it
+		// directly costs one allocation per row where Scan costs three.
+		raw := rows.RawValues()
+		if len(raw) != 1 || raw[0] == nil {
+			return page, fmt.Errorf("unexpected row of %d values", len(raw))
+		}
+		page = append(page, string(raw[0]))
+	}
+	return page, rows.Err()
 }
 
 // inTx runs f in a transaction. When ctx has a deadline, the transaction's lock_timeout ends

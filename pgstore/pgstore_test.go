@@ -84,6 +84,9 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// m1 is the member id of the tests, shaped like a real one (32 lowercase hex).
+const m1 = "0000000000000000000000000000a001"
+
 func installation(member string) b24oauth.Installation {
 	return b24oauth.Installation{
 		OAuthParams: b24oauth.OAuthParams{
@@ -132,7 +135,7 @@ func TestUpdateLockWaitHonoursDeadline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustSave(t, holderStore, installation("m1"))
+	mustSave(t, holderStore, installation(m1))
 
 	// The waiter has a pool of one connection, so its backend pid tells whether that
 	// connection survived.
@@ -148,14 +151,14 @@ func TestUpdateLockWaitHonoursDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer holder.Rollback(context.Background())
-	if _, err := holder.Exec(context.Background(), `SELECT 1 FROM `+pgx.Identifier{table}.Sanitize()+` WHERE member_id = 'm1' FOR UPDATE`); err != nil {
+	if _, err := holder.Exec(context.Background(), `SELECT 1 FROM `+pgx.Identifier{table}.Sanitize()+` WHERE member_id = '`+m1+`' FOR UPDATE`); err != nil {
 		t.Fatal(err)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	called := false
-	err = waiter.Update(ctx, "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+	err = waiter.Update(ctx, m1, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
 		called = true
 		return cur, nil
 	})
@@ -172,14 +175,14 @@ func TestUpdateLockWaitHonoursDeadline(t *testing.T) {
 	if err := holder.Rollback(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	err = waiter.Update(context.Background(), "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+	err = waiter.Update(context.Background(), m1, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
 		cur.AccessToken = "access-2"
 		return cur, nil
 	})
 	if err != nil {
 		t.Fatalf("Update after the lock was released: %v", err)
 	}
-	if got := mustLoad(t, holderStore, "m1"); got.AccessToken != "access-2" {
+	if got := mustLoad(t, holderStore, m1); got.AccessToken != "access-2" {
 		t.Errorf("AccessToken = %q; want access-2", got.AccessToken)
 	}
 }
@@ -192,11 +195,11 @@ func TestUpdateLockWaitHonoursCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustSave(t, s, installation("m1"))
+	mustSave(t, s, installation(m1))
 	holderDone := make(chan struct{})
 	holderIn := make(chan struct{})
 	go func() {
-		_ = s.Update(context.Background(), "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+		_ = s.Update(context.Background(), m1, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
 			close(holderIn)
 			<-holderDone
 			return cur, nil
@@ -209,7 +212,7 @@ func TestUpdateLockWaitHonoursCancel(t *testing.T) {
 	errc := make(chan error, 1)
 	called := atomic.Bool{}
 	go func() {
-		errc <- s.Update(ctx, "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+		errc <- s.Update(ctx, m1, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
 			called.Store(true)
 			return cur, nil
 		})
@@ -249,9 +252,9 @@ func TestColumns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inst := installation("m1")
+	inst := installation(m1)
 	mustSave(t, s, inst)
-	err = s.Update(context.Background(), "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+	err = s.Update(context.Background(), m1, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
 		cur.State = b24oauth.StateRevoked
 		cur.Expires = 1_800_000_000
 		cur.UpdatedAt = time.Time{}
@@ -267,7 +270,7 @@ func TestColumns(t *testing.T) {
 		token         string
 	)
 	err = pool.QueryRow(context.Background(),
-		`SELECT domain, state, expires, updated_at, data->>'refresh_token' FROM `+pgx.Identifier{table}.Sanitize()+` WHERE member_id = 'm1'`).
+		`SELECT domain, state, expires, updated_at, data->>'refresh_token' FROM `+pgx.Identifier{table}.Sanitize()+` WHERE member_id = '`+m1+`'`).
 		Scan(&domain, &state, &expires, &updated, &token)
 	if err != nil {
 		t.Fatal(err)
@@ -293,7 +296,7 @@ func TestWithTableSchemaQualified(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	mustSave(t, s, installation("m1"))
+	mustSave(t, s, installation(m1))
 	var n int
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{schema, "Tokens"}.Sanitize()).Scan(&n); err != nil {
 		t.Fatalf("the table %s.\"Tokens\" was not created: %v", schema, err)
@@ -301,7 +304,7 @@ func TestWithTableSchemaQualified(t *testing.T) {
 	if n != 1 {
 		t.Errorf("rows in %s.\"Tokens\" = %d; want 1", schema, n)
 	}
-	if got := mustLoad(t, s, "m1"); got.AccessToken != "access-1" {
+	if got := mustLoad(t, s, m1); got.AccessToken != "access-1" {
 		t.Errorf("AccessToken = %q; want access-1", got.AccessToken)
 	}
 }
@@ -352,13 +355,13 @@ func TestNewConcurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustSave(t, s, installation("m1"))
+	mustSave(t, s, installation(m1))
 	// Running the migration again keeps the data.
 	s2, err := pgstore.New(context.Background(), pool, pgstore.WithTable(table))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := mustLoad(t, s2, "m1"); got.AccessToken != "access-1" {
+	if got := mustLoad(t, s2, m1); got.AccessToken != "access-1" {
 		t.Errorf("AccessToken after a second New = %q; want access-1", got.AccessToken)
 	}
 }
@@ -383,8 +386,8 @@ func TestWithoutMigrate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New(WithoutMigrate) after Schema: %v", err)
 	}
-	mustSave(t, s, installation("m1"))
-	if got := mustLoad(t, s, "m1"); got.RefreshToken != "refresh-1" {
+	mustSave(t, s, installation(m1))
+	if got := mustLoad(t, s, m1); got.RefreshToken != "refresh-1" {
 		t.Errorf("RefreshToken = %q; want refresh-1", got.RefreshToken)
 	}
 }
@@ -421,15 +424,15 @@ func TestCorruptRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := pool.Exec(context.Background(), `INSERT INTO `+pgx.Identifier{table}.Sanitize()+
-		` (member_id, domain, state, expires, data) VALUES ('m1', '', '', 0, '{"user_id": "not a number"}')`); err != nil {
+		` (member_id, domain, state, expires, data) VALUES ('`+m1+`', '', '', 0, '{"user_id": "not a number"}')`); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.Load(context.Background(), "m1")
+	_, err = s.Load(context.Background(), m1)
 	if err == nil || errors.Is(err, b24oauth.ErrNotInstalled) {
 		t.Errorf("Load of a corrupt record = %v; want an error other than ErrNotInstalled", err)
 	}
 	called := false
-	err = s.Update(context.Background(), "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+	err = s.Update(context.Background(), m1, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
 		called = true
 		return cur, nil
 	})

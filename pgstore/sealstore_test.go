@@ -29,7 +29,7 @@ func TestSealedRowHoldsNoToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, key := sealtest.Wrap(t, inner)
-	sealtest.Run(t, s, key, "m1", func(t *testing.T) string {
+	sealtest.Run(t, s, key, "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e01", func(t *testing.T) string {
 		rows, err := pool.Query(context.Background(), `SELECT t::text FROM `+pgx.Identifier{table}.Sanitize()+` AS t`)
 		if err != nil {
 			t.Fatal(err)

@@ -27,12 +27,14 @@
 //	P lock:{M}   value: the holder's random token; expires after the lease
 //
 // (without the spaces). The braces are Redis Cluster hash tags: both keys of a member live in
-// one slot, so the scripts below touch them together on a cluster too. The Store never uses
-// KEYS or SCAN, and keys never expire except locks.
+// one slot, so the scripts below touch them together on a cluster too. Only well-formed
+// member_ids (b24oauth.ValidMemberID) make keys: any other is answered without a command, so
+// no member_id can add a hash tag or a glob pattern. The Store never uses KEYS; List walks the
+// record keys with SCAN. Keys never expire except locks.
 //
 // # Locking
 //
-// Update and Save take the member's lock with SET NX PX and a random token, polling with a
+// Update, Save and Delete take the member's lock with SET NX PX and a random token, polling with a
 // jittered exponential backoff (WithLockPolling) until they get it or their context is done.
 // While the caller's function runs, a background renewal extends the lease every third of it,
 // so a slow refresh keeps its lock; the lease (WithLockLease, DefaultLockLease) only bounds how
@@ -43,7 +45,9 @@
 // ErrLockLost instead. The lock is released with a compare-and-delete script, so only its
 // owner removes it.
 //
-// Delete does not take the lock. An Update whose record is deleted while its function runs
-// writes nothing and returns an error matching b24oauth.ErrNotInstalled: an uninstalled portal
-// is never brought back by a refresh that was in flight.
+// So Delete waits for an Update in progress (a refresh in flight writes its new pair, and
+// then the uninstall removes it), and removes the record only while the lock is still its own
+// (the same check as a write), so it never removes what a later holder wrote. A record removed
+// behind the Store's back while an Update's function runs is not brought back: that Update
+// writes nothing and returns an error matching b24oauth.ErrNotInstalled.
 package redisstore

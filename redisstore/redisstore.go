@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	mrand "math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/b24go/b24oauth"
@@ -47,9 +49,24 @@ type Store struct {
 	lease            time.Duration
 	pollMin, pollMax time.Duration
 	local            localLocks // this process's turn at a member's Redis lock
+	listCount        int64      // the COUNT of List's SCANs
+
+	// Test hooks (export_test.go); nil in production.
+	hookLockBusy     func(memberID string) // acquire found the lock held, before its first pause
+	hookDeleteLocked func(memberID string) // Delete holds the lock, before it deletes
 }
 
-var _ b24oauth.TokenStore = (*Store)(nil)
+var (
+	_ b24oauth.TokenStore = (*Store)(nil)
+	_ b24oauth.Lister     = (*Store)(nil)
+)
+
+// listScanCount is the COUNT hint of List's SCANs: about how many keys one SCAN call examines.
+const listScanCount = 1000
+
+// errMalformed is what Load and Update return for a member_id that b24oauth.ValidMemberID
+// refuses; the id itself, which came from outside, is not quoted.
+var errMalformed = fmt.Errorf("redisstore: malformed member_id: %w", b24oauth.ErrNotInstalled)
 
 // Option configures New.
 type Option func(*Store) error
@@ -107,6 +124,8 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 		lease:   DefaultLockLease,
 		pollMin: DefaultLockPollMin,
 		pollMax: DefaultLockPollMax,
+
+		listCount: listScanCount,
 	}
 	for _, o := range opts {
 		if o == nil {
@@ -130,8 +149,11 @@ func (s *Store) LockKey(memberID string) string {
 }
 
 // Load returns the installation of memberID, or an error matching b24oauth.ErrNotInstalled
-// when there is none.
+// when there is none or memberID is malformed (b24oauth.ValidMemberID; Redis is not asked then).
 func (s *Store) Load(ctx context.Context, memberID string) (b24oauth.Installation, error) {
+	if !b24oauth.ValidMemberID(memberID) {
+		return b24oauth.Installation{}, errMalformed
+	}
 	data, err := s.client.HGet(ctx, s.InstallationKey(memberID), "data").Bytes()
 	if errors.Is(err, redis.Nil) {
 		return b24oauth.Installation{}, fmt.Errorf("redisstore: load %q: %w", memberID, b24oauth.ErrNotInstalled)
@@ -142,38 +164,52 @@ func (s *Store) Load(ctx context.Context, memberID string) (b24oauth.Installatio
 	return decode(memberID, data)
 }
 
-// Save inserts inst, or replaces the stored installation of inst.MemberID. It takes the
-// member's lock, so it waits for an Update in progress to finish.
+// Save inserts inst, or replaces the stored installation of inst.MemberID, which must be well
+// formed (b24oauth.ValidMemberID). It takes the member's lock, so it waits for an Update in
+// progress to finish.
 func (s *Store) Save(ctx context.Context, inst b24oauth.Installation) error {
-	if inst.MemberID == "" {
-		return errors.New("redisstore: save: empty member_id")
+	if !b24oauth.ValidMemberID(inst.MemberID) {
+		return errors.New("redisstore: save: malformed member_id (want 32 lowercase hex digits); nothing was written")
 	}
 	data, err := json.Marshal(inst)
 	if err != nil {
 		return fmt.Errorf("redisstore: save %q: %w", inst.MemberID, err)
 	}
-	unlock, err := s.local.lock(ctx, inst.MemberID)
+	token, unlock, err := s.lock(ctx, inst.MemberID)
 	if err != nil {
 		return fmt.Errorf("redisstore: save %q: %w", inst.MemberID, err)
 	}
 	defer unlock()
-	token, err := s.acquire(ctx, inst.MemberID)
-	if err != nil {
-		return fmt.Errorf("redisstore: save %q: %w", inst.MemberID, err)
-	}
-	defer s.release(ctx, inst.MemberID, token)
 	if err := s.write(ctx, inst.MemberID, token, false, "", data); err != nil {
 		return fmt.Errorf("redisstore: save %q: %w", inst.MemberID, err)
 	}
 	return nil
 }
 
-// Delete removes the installation of memberID. It returns nil when there is none. It does not
-// wait for the member's lock: an Update in progress then fails with b24oauth.ErrNotInstalled
-// and writes nothing.
+// Delete removes the installation of memberID. It returns nil when there is none, or when
+// memberID is malformed. It takes the member's lock, like Save and Update: an Update in
+// progress finishes first (Delete waits for it, and then removes what it wrote), and nothing
+// is removed unless the lock is still Delete's at that moment, so a record written by the next
+// holder of the lock is never removed (ErrLockLost then).
 func (s *Store) Delete(ctx context.Context, memberID string) error {
-	if err := s.client.Del(ctx, s.InstallationKey(memberID)).Err(); err != nil {
+	if !b24oauth.ValidMemberID(memberID) {
+		return nil // nothing can be stored under it
+	}
+	token, unlock, err := s.lock(ctx, memberID)
+	if err != nil {
 		return fmt.Errorf("redisstore: delete %q: %w", memberID, err)
+	}
+	defer unlock()
+	if s.hookDeleteLocked != nil {
+		s.hookDeleteLocked(memberID)
+	}
+	keys := []string{s.InstallationKey(memberID), s.LockKey(memberID)}
+	res, err := deleteScript.Run(ctx, s.client, keys, token).Text()
+	if err != nil {
+		return fmt.Errorf("redisstore: delete %q: %w", memberID, err)
+	}
+	if res != "ok" {
+		return fmt.Errorf("redisstore: delete %q: %w", memberID, ErrLockLost)
 	}
 	return nil
 }
@@ -189,16 +225,14 @@ func (s *Store) Delete(ctx context.Context, memberID string) error {
 // has ended meanwhile (within a 10s bound of its own), because fn may have spent a single-use
 // refresh token that only its result records.
 func (s *Store) Update(ctx context.Context, memberID string, fn func(cur b24oauth.Installation) (b24oauth.Installation, error)) error {
-	unlock, err := s.local.lock(ctx, memberID)
+	if !b24oauth.ValidMemberID(memberID) {
+		return errMalformed
+	}
+	token, unlock, err := s.lock(ctx, memberID)
 	if err != nil {
 		return fmt.Errorf("redisstore: update %q: %w", memberID, err)
 	}
 	defer unlock()
-	token, err := s.acquire(ctx, memberID)
-	if err != nil {
-		return fmt.Errorf("redisstore: update %q: %w", memberID, err)
-	}
-	defer s.release(ctx, memberID, token)
 	// Renewals go on if ctx ends while fn runs: fn's result is still to be written.
 	stop := s.keepAlive(context.WithoutCancel(ctx), memberID, token)
 	defer stop()
@@ -237,6 +271,129 @@ func (s *Store) Update(ctx context.Context, memberID string, fn func(cur b24oaut
 	return nil
 }
 
+// List yields every stored member_id once (b24oauth.Lister), in no particular order. It walks
+// the keyspace with SCAN (MATCH on the Store's own record keys, COUNT 1000; never KEYS, so
+// Redis is never blocked for long), on every master of a Redis Cluster and every shard of a
+// Ring, and drops the keys SCAN returns more than once (it may, while Redis resizes its tables),
+// remembering 16 bytes per member listed. It holds no connection while the loop body runs. A
+// record that exists throughout the walk is listed; one saved or deleted meanwhile may or may
+// not be.
+func (s *Store) List(ctx context.Context) iter.Seq2[string, error] {
+	return func(yield func(string, error) bool) {
+		fail := func(err error) { yield("", fmt.Errorf("redisstore: list: %w", err)) }
+		if err := ctx.Err(); err != nil {
+			fail(err)
+			return
+		}
+		nodes, err := s.scanNodes(ctx)
+		if err != nil {
+			fail(err)
+			return
+		}
+		pattern := globEscape(s.prefix) + "inst:{*}"
+		head := s.prefix + "inst:{"
+		seen := make(map[[16]byte]struct{})
+		for _, node := range nodes {
+			for cursor := uint64(0); ; {
+				if err := ctx.Err(); err != nil {
+					fail(err)
+					return
+				}
+				keys, next, err := node.Scan(ctx, cursor, pattern, s.listCount).Result()
+				if err != nil {
+					fail(err)
+					return
+				}
+				for _, key := range keys {
+					id, ok := strings.CutPrefix(key, head)
+					if ok {
+						id, ok = strings.CutSuffix(id, "}")
+					}
+					if !ok || !b24oauth.ValidMemberID(id) {
+						continue // a key of another Store whose prefix extends ours
+					}
+					bin := memberBytes(id)
+					if _, dup := seen[bin]; dup {
+						continue
+					}
+					seen[bin] = struct{}{}
+					if err := ctx.Err(); err != nil {
+						fail(err)
+						return
+					}
+					if !yield(id, nil) {
+						return
+					}
+				}
+				if next == 0 {
+					break
+				}
+				cursor = next
+			}
+		}
+	}
+}
+
+// scanner is what List needs of a Redis node.
+type scanner interface {
+	Scan(ctx context.Context, cursor uint64, match string, count int64) *redis.ScanCmd
+}
+
+// scanNodes returns the nodes whose keyspaces together hold every key: the masters of a
+// cluster, the shards of a ring, or the one server of any other client.
+func (s *Store) scanNodes(ctx context.Context) ([]scanner, error) {
+	var (
+		mu    sync.Mutex
+		nodes []scanner
+	)
+	add := func(_ context.Context, c *redis.Client) error {
+		mu.Lock()
+		defer mu.Unlock()
+		nodes = append(nodes, c)
+		return nil
+	}
+	var err error
+	switch c := s.client.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, add)
+	case *redis.Ring:
+		err = c.ForEachShard(ctx, add)
+	default:
+		nodes = []scanner{s.client}
+	}
+	return nodes, err
+}
+
+// globEscape quotes the characters that SCAN's MATCH pattern gives a meaning to.
+func globEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// memberBytes packs a well-formed member_id into the 16 bytes its hex digits stand for.
+func memberBytes(id string) (b [16]byte) {
+	for i := range b {
+		b[i] = unhex(id[2*i])<<4 | unhex(id[2*i+1])
+	}
+	return b
+}
+
+func unhex(c byte) byte {
+	if c <= '9' {
+		return c - '0'
+	}
+	return c - 'a' + 10
+}
+
 // detachedTimeout bounds the calls that must run even after the caller's context ended.
 const detachedTimeout = 10 * time.Second
 
@@ -256,6 +413,13 @@ if ARGV[2] == '1' then
 	if (redis.call('HGET', KEYS[1], 'rev') or '') ~= ARGV[3] then return 'changed' end
 end
 redis.call('HSET', KEYS[1], 'data', ARGV[4], 'rev', ARGV[5])
+return 'ok'
+`)
+
+// deleteScript removes a record for the holder of the lock. KEYS: inst, lock. ARGV: token.
+var deleteScript = redis.NewScript(`
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'lost' end
+redis.call('DEL', KEYS[1])
 return 'ok'
 `)
 
@@ -295,13 +459,31 @@ func (s *Store) write(ctx context.Context, memberID, token string, checkRev bool
 	}
 }
 
+// lock takes memberID's turn in this process (see localLocks), then its Redis lock, and returns
+// the owner token. unlock gives both back and must be called exactly once.
+func (s *Store) lock(ctx context.Context, memberID string) (token string, unlock func(), err error) {
+	unlockLocal, err := s.local.lock(ctx, memberID)
+	if err != nil {
+		return "", nil, err
+	}
+	token, err = s.acquire(ctx, memberID)
+	if err != nil {
+		unlockLocal()
+		return "", nil, err
+	}
+	return token, func() {
+		s.release(ctx, memberID, token)
+		unlockLocal()
+	}, nil
+}
+
 // acquire takes the lock of memberID, waiting for it until ctx is done, and returns the
 // owner token.
 func (s *Store) acquire(ctx context.Context, memberID string) (string, error) {
 	key := s.LockKey(memberID)
 	token := randomToken()
 	pause := s.pollMin
-	for {
+	for busy := false; ; busy = true {
 		ok, err := s.client.SetNX(ctx, key, token, s.lease).Result()
 		if err != nil {
 			// The SET may have reached Redis before the failure was seen (a context ending
@@ -311,6 +493,9 @@ func (s *Store) acquire(ctx context.Context, memberID string) (string, error) {
 		}
 		if ok {
 			return token, nil
+		}
+		if !busy && s.hookLockBusy != nil {
+			s.hookLockBusy(memberID)
 		}
 		// Jitter keeps waiters that started together from polling in step.
 		t := time.NewTimer(pause/2 + mrand.N(pause/2+1))

@@ -91,6 +91,12 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// Member ids of the tests, shaped like real ones (32 lowercase hex).
+const (
+	m1 = "0000000000000000000000000000a001"
+	m2 = "0000000000000000000000000000a002"
+)
+
 func installation(member string) b24oauth.Installation {
 	return b24oauth.Installation{
 		OAuthParams: b24oauth.OAuthParams{
@@ -133,15 +139,15 @@ func TestKeyLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := s.InstallationKey("m1"), prefix+"inst:{m1}"; got != want {
+	if got, want := s.InstallationKey(m1), prefix+"inst:{"+m1+"}"; got != want {
 		t.Errorf("InstallationKey = %q; want %q", got, want)
 	}
-	if got, want := s.LockKey("m1"), prefix+"lock:{m1}"; got != want {
+	if got, want := s.LockKey(m1), prefix+"lock:{"+m1+"}"; got != want {
 		t.Errorf("LockKey = %q; want %q", got, want)
 	}
-	mustSave(t, s, installation("m1"))
+	mustSave(t, s, installation(m1))
 	ctx := context.Background()
-	fields, err := client.HGetAll(ctx, prefix+"inst:{m1}").Result()
+	fields, err := client.HGetAll(ctx, prefix+"inst:{"+m1+"}").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +158,7 @@ func TestKeyLayout(t *testing.T) {
 	if fields["rev"] == "" {
 		t.Error("rev field is empty")
 	}
-	if n, err := client.Exists(ctx, prefix+"lock:{m1}").Result(); err != nil || n != 0 {
+	if n, err := client.Exists(ctx, prefix+"lock:{"+m1+"}").Result(); err != nil || n != 0 {
 		t.Errorf("the lock is still there after Save (exists %d, err %v)", n, err)
 	}
 }
@@ -160,29 +166,29 @@ func TestKeyLayout(t *testing.T) {
 func TestKeyPrefixIsolation(t *testing.T) {
 	client := testClient(t)
 	a, b := newStore(t, client), newStore(t, client)
-	mustSave(t, a, installation("m1"))
-	if _, err := b.Load(context.Background(), "m1"); !errors.Is(err, b24oauth.ErrNotInstalled) {
+	mustSave(t, a, installation(m1))
+	if _, err := b.Load(context.Background(), m1); !errors.Is(err, b24oauth.ErrNotInstalled) {
 		t.Fatalf("Load from another prefix = %v; want ErrNotInstalled", err)
 	}
-	other := installation("m1")
+	other := installation(m1)
 	other.AccessToken = "access-b"
 	mustSave(t, b, other)
-	if got := mustLoad(t, a, "m1"); got.AccessToken != "access-1" {
+	if got := mustLoad(t, a, m1); got.AccessToken != "access-1" {
 		t.Errorf("a's record = %q; want access-1", got.AccessToken)
 	}
 	// b's lock does not block a.
-	if err := client.Set(context.Background(), b.LockKey("m1"), "someone", time.Minute).Err(); err != nil {
+	if err := client.Set(context.Background(), b.LockKey(m1), "someone", time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := a.Update(ctx, "m1", setAccessToken("access-a2")); err != nil {
+	if err := a.Update(ctx, m1, setAccessToken("access-a2")); err != nil {
 		t.Fatalf("Update under a while b's lock is held: %v", err)
 	}
-	if err := a.Delete(context.Background(), "m1"); err != nil {
+	if err := a.Delete(context.Background(), m1); err != nil {
 		t.Fatal(err)
 	}
-	if got := mustLoad(t, b, "m1"); got.AccessToken != "access-b" {
+	if got := mustLoad(t, b, m1); got.AccessToken != "access-b" {
 		t.Errorf("b's record after a's Update and Delete = %q; want access-b", got.AccessToken)
 	}
 }
@@ -191,24 +197,24 @@ func TestKeyPrefixIsolation(t *testing.T) {
 func TestUpdateWaitsForForeignLock(t *testing.T) {
 	client := testClient(t)
 	s := newStore(t, client)
-	mustSave(t, s, installation("m1"))
-	if err := client.Set(context.Background(), s.LockKey("m1"), "other-owner", time.Minute).Err(); err != nil {
+	mustSave(t, s, installation(m1))
+	if err := client.Set(context.Background(), s.LockKey(m1), "other-owner", time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	called := false
-	err := s.Update(ctx, "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+	err := s.Update(ctx, m1, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
 		called = true
 		return cur, nil
 	})
 	if !errors.Is(err, context.DeadlineExceeded) || called {
 		t.Fatalf("Update while another owner holds the lock = %v (fn called: %v); want DeadlineExceeded without calling fn", err, called)
 	}
-	if v, err := client.Get(context.Background(), s.LockKey("m1")).Result(); err != nil || v != "other-owner" {
+	if v, err := client.Get(context.Background(), s.LockKey(m1)).Result(); err != nil || v != "other-owner" {
 		t.Errorf("the other owner's lock = %q, %v; want it untouched", v, err)
 	}
-	err = s.Save(ctx, installation("m1"))
+	err = s.Save(ctx, installation(m1))
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Save while another owner holds the lock = %v; want DeadlineExceeded", err)
 	}
@@ -218,17 +224,17 @@ func TestUpdateWaitsForForeignLock(t *testing.T) {
 func TestLeaseExpiryLetsAnotherOwnerIn(t *testing.T) {
 	client := testClient(t)
 	s := newStore(t, client)
-	mustSave(t, s, installation("m1"))
-	if err := client.Set(context.Background(), s.LockKey("m1"), "dead-holder", 200*time.Millisecond).Err(); err != nil {
+	mustSave(t, s, installation(m1))
+	if err := client.Set(context.Background(), s.LockKey(m1), "dead-holder", 200*time.Millisecond).Err(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var cur b24oauth.Installation
-	err := s.Update(ctx, "m1", func(c b24oauth.Installation) (b24oauth.Installation, error) {
+	err := s.Update(ctx, m1, func(c b24oauth.Installation) (b24oauth.Installation, error) {
 		cur = c
 		// Inside fn the lock is ours, not the dead holder's.
-		if v, _ := client.Get(context.Background(), s.LockKey("m1")).Result(); v == "dead-holder" {
+		if v, _ := client.Get(context.Background(), s.LockKey(m1)).Result(); v == "dead-holder" {
 			t.Error("fn runs while the dead holder's lock is still there")
 		}
 		c.AccessToken = "access-2"
@@ -240,10 +246,10 @@ func TestLeaseExpiryLetsAnotherOwnerIn(t *testing.T) {
 	if cur.AccessToken != "access-1" {
 		t.Errorf("fn saw AccessToken %q; want access-1", cur.AccessToken)
 	}
-	if got := mustLoad(t, s, "m1"); got.AccessToken != "access-2" {
+	if got := mustLoad(t, s, m1); got.AccessToken != "access-2" {
 		t.Errorf("AccessToken = %q; want access-2", got.AccessToken)
 	}
-	if n, _ := client.Exists(context.Background(), s.LockKey("m1")).Result(); n != 0 {
+	if n, _ := client.Exists(context.Background(), s.LockKey(m1)).Result(); n != 0 {
 		t.Error("the lock was not released after Update")
 	}
 }
@@ -253,17 +259,17 @@ func TestLeaseExpiryLetsAnotherOwnerIn(t *testing.T) {
 func TestExpiredHolderCannotOverwrite(t *testing.T) {
 	client := testClient(t)
 	s := newStore(t, client)
-	mustSave(t, s, installation("m1"))
+	mustSave(t, s, installation(m1))
 	ctx := context.Background()
-	newer := installation("m1")
+	newer := installation(m1)
 	newer.AccessToken = "written-by-the-new-owner"
 	newerJSON, _ := json.Marshal(newer)
-	err := s.Update(ctx, "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+	err := s.Update(ctx, m1, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
 		// The lease runs out and another owner takes the lock and writes.
-		if err := client.Set(ctx, s.LockKey("m1"), "new-owner", time.Minute).Err(); err != nil {
+		if err := client.Set(ctx, s.LockKey(m1), "new-owner", time.Minute).Err(); err != nil {
 			t.Fatal(err)
 		}
-		if err := client.HSet(ctx, s.InstallationKey("m1"), "data", newerJSON, "rev", "new-owner-rev").Err(); err != nil {
+		if err := client.HSet(ctx, s.InstallationKey(m1), "data", newerJSON, "rev", "new-owner-rev").Err(); err != nil {
 			t.Fatal(err)
 		}
 		cur.AccessToken = "written-by-the-expired-holder"
@@ -272,10 +278,10 @@ func TestExpiredHolderCannotOverwrite(t *testing.T) {
 	if !errors.Is(err, redisstore.ErrLockLost) {
 		t.Fatalf("Update of an expired holder = %v; want ErrLockLost", err)
 	}
-	if got := mustLoad(t, s, "m1"); got.AccessToken != newer.AccessToken {
+	if got := mustLoad(t, s, m1); got.AccessToken != newer.AccessToken {
 		t.Errorf("AccessToken = %q; want the new owner's %q", got.AccessToken, newer.AccessToken)
 	}
-	if v, err := client.Get(ctx, s.LockKey("m1")).Result(); err != nil || v != "new-owner" {
+	if v, err := client.Get(ctx, s.LockKey(m1)).Result(); err != nil || v != "new-owner" {
 		t.Errorf("the new owner's lock = %q, %v; the expired holder must not release it", v, err)
 	}
 }
@@ -284,9 +290,9 @@ func TestExpiredHolderCannotOverwrite(t *testing.T) {
 func TestLockVanishedIsLost(t *testing.T) {
 	client := testClient(t)
 	s := newStore(t, client)
-	mustSave(t, s, installation("m1"))
-	err := s.Update(context.Background(), "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) {
-		if err := client.Del(context.Background(), s.LockKey("m1")).Err(); err != nil {
+	mustSave(t, s, installation(m1))
+	err := s.Update(context.Background(), m1, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+		if err := client.Del(context.Background(), s.LockKey(m1)).Err(); err != nil {
 			t.Fatal(err)
 		}
 		cur.AccessToken = "must-not-be-written"
@@ -295,7 +301,7 @@ func TestLockVanishedIsLost(t *testing.T) {
 	if !errors.Is(err, redisstore.ErrLockLost) {
 		t.Fatalf("Update whose lock vanished = %v; want ErrLockLost", err)
 	}
-	if got := mustLoad(t, s, "m1"); got.AccessToken != "access-1" {
+	if got := mustLoad(t, s, m1); got.AccessToken != "access-1" {
 		t.Errorf("AccessToken = %q; want access-1", got.AccessToken)
 	}
 }
@@ -304,12 +310,12 @@ func TestLockVanishedIsLost(t *testing.T) {
 func TestRecordChangedUnderLockIsLost(t *testing.T) {
 	client := testClient(t)
 	s := newStore(t, client)
-	mustSave(t, s, installation("m1"))
-	other := installation("m1")
+	mustSave(t, s, installation(m1))
+	other := installation(m1)
 	other.AccessToken = "blind-write"
 	otherJSON, _ := json.Marshal(other)
-	err := s.Update(context.Background(), "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) {
-		if err := client.HSet(context.Background(), s.InstallationKey("m1"), "data", otherJSON, "rev", "x").Err(); err != nil {
+	err := s.Update(context.Background(), m1, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+		if err := client.HSet(context.Background(), s.InstallationKey(m1), "data", otherJSON, "rev", "x").Err(); err != nil {
 			t.Fatal(err)
 		}
 		cur.AccessToken = "must-not-be-written"
@@ -318,27 +324,28 @@ func TestRecordChangedUnderLockIsLost(t *testing.T) {
 	if !errors.Is(err, redisstore.ErrLockLost) {
 		t.Fatalf("Update whose record changed = %v; want ErrLockLost", err)
 	}
-	if got := mustLoad(t, s, "m1"); got.AccessToken != "blind-write" {
+	if got := mustLoad(t, s, m1); got.AccessToken != "blind-write" {
 		t.Errorf("AccessToken = %q; want blind-write", got.AccessToken)
 	}
 }
 
-// An uninstall during an Update is not undone by it.
-func TestDeleteDuringUpdate(t *testing.T) {
+// A record removed behind the Store's back (not by Delete, which waits for the lock) during an
+// Update is not brought back by it.
+func TestRecordRemovedDuringUpdate(t *testing.T) {
 	client := testClient(t)
 	s := newStore(t, client)
-	mustSave(t, s, installation("m1"))
-	err := s.Update(context.Background(), "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) {
-		if err := s.Delete(context.Background(), "m1"); err != nil {
+	mustSave(t, s, installation(m1))
+	err := s.Update(context.Background(), m1, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+		if err := client.Del(context.Background(), s.InstallationKey(m1)).Err(); err != nil {
 			t.Fatal(err)
 		}
 		return cur, nil
 	})
 	if !errors.Is(err, b24oauth.ErrNotInstalled) {
-		t.Fatalf("Update whose record was deleted = %v; want ErrNotInstalled", err)
+		t.Fatalf("Update whose record was removed = %v; want ErrNotInstalled", err)
 	}
-	if _, err := s.Load(context.Background(), "m1"); !errors.Is(err, b24oauth.ErrNotInstalled) {
-		t.Errorf("Load after Delete during Update = %v; want ErrNotInstalled", err)
+	if _, err := s.Load(context.Background(), m1); !errors.Is(err, b24oauth.ErrNotInstalled) {
+		t.Errorf("Load after the removal during Update = %v; want ErrNotInstalled", err)
 	}
 }
 
@@ -346,12 +353,12 @@ func TestDeleteDuringUpdate(t *testing.T) {
 func TestLeaseRenewedWhileFnRuns(t *testing.T) {
 	client := testClient(t)
 	s := newStore(t, client, redisstore.WithLockLease(300*time.Millisecond))
-	mustSave(t, s, installation("m1"))
+	mustSave(t, s, installation(m1))
 	ctx := context.Background()
-	err := s.Update(ctx, "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+	err := s.Update(ctx, m1, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
 		// Three renewals (each seen as the TTL going up) span a whole lease: without them the
 		// lock would have expired.
-		last, err := client.PTTL(ctx, s.LockKey("m1")).Result()
+		last, err := client.PTTL(ctx, s.LockKey(m1)).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -361,7 +368,7 @@ func TestLeaseRenewedWhileFnRuns(t *testing.T) {
 				t.Fatalf("saw %d renewals of the lock in 15s; want 3", renewals)
 			}
 			time.Sleep(10 * time.Millisecond)
-			ttl, err := client.PTTL(ctx, s.LockKey("m1")).Result()
+			ttl, err := client.PTTL(ctx, s.LockKey(m1)).Result()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -379,7 +386,7 @@ func TestLeaseRenewedWhileFnRuns(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Update with renewals: %v", err)
 	}
-	if got := mustLoad(t, s, "m1"); got.AccessToken != "access-2" {
+	if got := mustLoad(t, s, m1); got.AccessToken != "access-2" {
 		t.Errorf("AccessToken = %q; want access-2", got.AccessToken)
 	}
 }
@@ -389,13 +396,13 @@ func TestCorruptRecord(t *testing.T) {
 	client := testClient(t)
 	s := newStore(t, client)
 	ctx := context.Background()
-	if err := client.HSet(ctx, s.InstallationKey("m1"), "data", "{not json", "rev", "1").Err(); err != nil {
+	if err := client.HSet(ctx, s.InstallationKey(m1), "data", "{not json", "rev", "1").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := client.Set(ctx, s.InstallationKey("m2"), "a string, not a hash", 0).Err(); err != nil {
+	if err := client.Set(ctx, s.InstallationKey(m2), "a string, not a hash", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range []string{"m1", "m2"} {
+	for _, m := range []string{m1, m2} {
 		if _, err := s.Load(ctx, m); err == nil || errors.Is(err, b24oauth.ErrNotInstalled) {
 			t.Errorf("Load(%s) of a corrupt record = %v; want an error other than ErrNotInstalled", m, err)
 		}
@@ -439,11 +446,11 @@ func BenchmarkUpdate(b *testing.B) {
 // queue still gives up when its context ends.
 func TestLocalQueueHonoursContext(t *testing.T) {
 	s := newStore(t, testClient(t))
-	mustSave(t, s, installation("m1"))
+	mustSave(t, s, installation(m1))
 	inFn, release := make(chan struct{}), make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- s.Update(context.Background(), "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+		done <- s.Update(context.Background(), m1, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
 			close(inFn)
 			<-release
 			cur.ExpiresIn = 7
@@ -454,7 +461,7 @@ func TestLocalQueueHonoursContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	waiting := make(chan error, 1)
 	go func() {
-		waiting <- s.Update(ctx, "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+		waiting <- s.Update(ctx, m1, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
 			return cur, errors.New("fn of a cancelled Update ran")
 		})
 	}()
@@ -466,11 +473,11 @@ func TestLocalQueueHonoursContext(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if got := mustLoad(t, s, "m1"); got.ExpiresIn != 7 {
+	if got := mustLoad(t, s, m1); got.ExpiresIn != 7 {
 		t.Errorf("ExpiresIn = %d; want 7", got.ExpiresIn)
 	}
 	// The queue is empty again: the next Update goes straight through.
-	if err := s.Update(context.Background(), "m1", func(cur b24oauth.Installation) (b24oauth.Installation, error) { return cur, nil }); err != nil {
+	if err := s.Update(context.Background(), m1, func(cur b24oauth.Installation) (b24oauth.Installation, error) { return cur, nil }); err != nil {
 		t.Fatal(err)
 	}
 	if n := s.LocalLockCount(); n != 0 {

@@ -29,7 +29,7 @@ func TestSealedKeysHoldNoToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, key := sealtest.Wrap(t, inner)
-	sealtest.Run(t, s, key, "m1", func(t *testing.T) string {
+	sealtest.Run(t, s, key, "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e01", func(t *testing.T) string {
 		ctx := context.Background()
 		var dump strings.Builder
 		iter := client.Scan(ctx, 0, prefix+"*", 100).Iterator()

@@ -20,7 +20,12 @@ import (
 	"github.com/b24go/b24oauth/storetest"
 )
 
-const member = "b24a1b2c3d4e5f60718293a4b5c6d7e8"
+const (
+	member      = "b24a1b2c3d4e5f60718293a4b5c6d7e8"
+	otherMember = "0be40be40be40be40be40be40be40be4"
+	m1          = "11111111111111111111111111111111"
+	m2          = "22222222222222222222222222222222"
+)
 
 // testKey returns a distinct key for each n.
 func testKey(n byte) []byte { return bytes.Repeat([]byte{n, 0x5a ^ n}, sealstore.KeySize/2) }
@@ -182,7 +187,7 @@ func TestRotation(t *testing.T) {
 	oldKey, newKey := testKey(1), testKey(2)
 	inner := b24oauth.NewMemoryStore()
 	mustSave(t, newSealed(t, inner, oldKey), installation(member))
-	mustSave(t, newSealed(t, inner, oldKey), installation("other"))
+	mustSave(t, newSealed(t, inner, oldKey), installation(otherMember))
 
 	// Step 1: the new key in second place opens, and seals nothing.
 	both := newSealed(t, inner, oldKey, newKey)
@@ -205,21 +210,21 @@ func TestRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSealedWith(t, mustLoad(t, inner, member), newKey)
-	checkSealedWith(t, mustLoad(t, inner, "other"), oldKey)
+	checkSealedWith(t, mustLoad(t, inner, otherMember), oldKey)
 
 	// Step 3: Reseal re-seals a record nobody wrote, unchanged.
-	if err := rotated.Reseal(ctx, "other"); err != nil {
+	if err := rotated.Reseal(ctx, otherMember); err != nil {
 		t.Fatal(err)
 	}
-	checkSealedWith(t, mustLoad(t, inner, "other"), newKey)
+	checkSealedWith(t, mustLoad(t, inner, otherMember), newKey)
 
 	// Step 4: the old key dropped, everything opens.
 	newOnly := newSealed(t, inner, newKey)
 	if got := mustLoad(t, newOnly, member); got.AccessToken != "access-token-secret-2" || got.RefreshToken != "refresh-token-secret-1" {
 		t.Errorf("Load with the new key only = %q, %q", got.AccessToken, got.RefreshToken)
 	}
-	want := installation("other")
-	if got := mustLoad(t, newOnly, "other"); got.OAuthParams != want.OAuthParams {
+	want := installation(otherMember)
+	if got := mustLoad(t, newOnly, otherMember); got.OAuthParams != want.OAuthParams {
 		t.Errorf("Load after Reseal = %v; want %v unchanged", got, want)
 	}
 
@@ -379,7 +384,7 @@ func TestPlaintextMigration(t *testing.T) {
 	inner := b24oauth.NewMemoryStore()
 	plain := installation(member)
 	mustSave(t, inner, plain)
-	mustSave(t, inner, installation("other"))
+	mustSave(t, inner, installation(otherMember))
 	s := newSealed(t, inner, testKey(1))
 
 	if got := mustLoad(t, s, member); got.OAuthParams != plain.OAuthParams {
@@ -405,11 +410,11 @@ func TestPlaintextMigration(t *testing.T) {
 		t.Errorf("Load after Update = %q, %q", got.AccessToken, got.RefreshToken)
 	}
 
-	if err := s.Reseal(ctx, "other"); err != nil {
+	if err := s.Reseal(ctx, otherMember); err != nil {
 		t.Fatal(err)
 	}
-	checkSealedWith(t, mustLoad(t, inner, "other"), testKey(1))
-	if got := mustLoad(t, s, "other"); got.OAuthParams != installation("other").OAuthParams {
+	checkSealedWith(t, mustLoad(t, inner, otherMember), testKey(1))
+	if got := mustLoad(t, s, otherMember); got.OAuthParams != installation(otherMember).OAuthParams {
 		t.Errorf("Load after Reseal = %v", got)
 	}
 }
@@ -455,9 +460,9 @@ func TestWithoutPlaintext(t *testing.T) {
 	if got := mustLoad(t, s, member); got.RefreshToken != "refresh-token-secret-1" {
 		t.Errorf("RefreshToken = %q", got.RefreshToken)
 	}
-	bare := b24oauth.Installation{OAuthParams: b24oauth.OAuthParams{MemberID: "bare"}}
+	bare := b24oauth.Installation{OAuthParams: b24oauth.OAuthParams{MemberID: m2}}
 	mustSave(t, inner, bare)
-	if got := mustLoad(t, s, "bare"); got != bare {
+	if got := mustLoad(t, s, m2); got != bare {
 		t.Errorf("Load of a record without tokens = %v", got)
 	}
 }
@@ -578,8 +583,8 @@ func TestList(t *testing.T) {
 	ctx := context.Background()
 	fs := newFileStore(t)
 	s := newSealed(t, fs, testKey(1))
-	mustSave(t, s, installation("m1"))
-	mustSave(t, s, installation("m2"))
+	mustSave(t, s, installation(m1))
+	mustSave(t, s, installation(m2))
 	got := map[string]bool{}
 	for id, err := range s.List(ctx) {
 		if err != nil {
@@ -587,7 +592,7 @@ func TestList(t *testing.T) {
 		}
 		got[id] = true
 	}
-	if len(got) != 2 || !got["m1"] || !got["m2"] {
+	if len(got) != 2 || !got[m1] || !got[m2] {
 		t.Errorf("List over a FileStore = %v; want m1 and m2", got)
 	}
 

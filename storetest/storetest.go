@@ -21,10 +21,19 @@
 //     keep at least microsecond precision, their instant (not their location) is compared, and
 //     the zero time must come back as the zero time (IsZero);
 //   - Update calls fn exactly once per call (fn may spend a single-use refresh token, so a
-//     store must lock, not retry fn optimistically) and no Save or Update of the same member
-//     runs while fn does;
+//     store must lock, not retry fn optimistically) and no Save, Update or Delete of the same
+//     member runs while fn does;
 //   - a cancelled context makes every method fail with an error matching context.Canceled
-//     (errors.Is) and change nothing.
+//     (errors.Is) and change nothing;
+//   - a malformed member_id (see MalformedMemberIDs) is the id of no portal: Load and Update of
+//     one match b24oauth.ErrNotInstalled (Update without calling fn), Delete of one is nil, Save
+//     of one fails with another error, and nothing is written;
+//   - where the store is a b24oauth.Lister: List yields exactly the stored member_ids, once
+//     each, after deletes too and while the loop body writes to the store; it ends with an
+//     error matching context.Canceled once its context is cancelled, and a loop that breaks
+//     early leaves nothing held (the store then passes 50 such loops and works on);
+//   - the store, holding an installation, prints none of its tokens with any fmt verb or
+//     through log/slog (a store keeping records in memory prints a summary instead).
 //
 // The suite is deterministic; its subtests run one after another, each with a store of its
 // own, and take well under a second for an in-memory store.
@@ -35,6 +44,9 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -42,6 +54,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/b24go/b24oauth"
+	"github.com/b24go/b24oauth/internal/redacttest"
 )
 
 // Run runs the TokenStore conformance suite as subtests of t. newStore is called once per
@@ -70,11 +83,32 @@ func Run(t *testing.T, newStore func(t *testing.T) b24oauth.TokenStore) {
 		{"UpdateRefusesMemberIDChange", s.updateRefusesMemberIDChange},
 		{"UpdateAtomic", s.updateAtomic},
 		{"SaveWaitsForUpdate", s.saveWaitsForUpdate},
+		{"DeleteWaitsForUpdate", s.deleteWaitsForUpdate},
 		{"ManyMembersParallel", s.manyMembersParallel},
 		{"CancelledContext", s.cancelledContext},
+		{"MalformedMemberID", s.malformedMemberID},
+		{"List", s.list},
+		{"ListWhileWriting", s.listWhileWriting},
+		{"ListCancelled", s.listCancelled},
+		{"ListBreakEarly", s.listBreakEarly},
+		{"PrintsNoToken", s.printsNoToken},
 	} {
 		t.Run(tc.name, tc.run)
 	}
+}
+
+// printsNoToken: a store holding an installation, printed with any fmt verb or logged with
+// log/slog, shows none of its tokens (a store that keeps records in memory must print a
+// summary, as MemoryStore does).
+func (s *suite) printsNoToken(t *testing.T) {
+	ctx := context.Background()
+	store := s.newStore(t)
+	inst := fullInstallation(memberID(1), 1)
+	if err := store.Save(ctx, inst); err != nil {
+		t.Fatalf("Save: %v", err)
+	}
+	redacttest.AssertNoSecret(t, fmt.Sprintf("a %T holding an installation", store), store,
+		inst.AccessToken, inst.RefreshToken, inst.ApplicationToken)
 }
 
 type suite struct {
@@ -431,32 +465,49 @@ func (s *suite) updateAtomic(t *testing.T) {
 
 // saveWaitsForUpdate starts a Save while an Update of the same member is inside fn. The Save
 // must wait for the Update to finish, so it cannot complete while fn runs, and its record is
-// what remains. A store that lets them interleave is caught when its Save completes within
-// fn's grace period (a broken store is then caught nearly every time); a correct store passes
-// whatever the timing.
+// what remains.
 func (s *suite) saveWaitsForUpdate(t *testing.T) {
 	st := s.newStore(t)
 	member := memberID(1)
-	mustSave(t, st, counterInstallation(member))
 	replacement := fullInstallation(member, 2)
-	saveDone := make(chan error, 1)
+	waitsForUpdate(t, st, member, "Save", func() error { return st.Save(context.Background(), replacement) })
+	checkEqual(t, "Load after a Save issued during an Update", replacement, mustLoad(t, st, member))
+}
+
+// deleteWaitsForUpdate starts a Delete while an Update of the same member is inside fn. The
+// Delete must wait for the Update, whose write succeeds (fn may have spent a single-use refresh
+// token to produce it), and then remove the record.
+func (s *suite) deleteWaitsForUpdate(t *testing.T) {
+	st := s.newStore(t)
+	member := memberID(1)
+	waitsForUpdate(t, st, member, "Delete", func() error { return st.Delete(context.Background(), member) })
+	checkAbsent(t, st, member)
+}
+
+// waitsForUpdate saves member, then runs op while an Update of member is inside fn and checks
+// that op completes only after the Update, which must succeed. A store that lets them
+// interleave is caught when op completes within fn's grace period (a broken store is then
+// caught nearly every time); a correct store passes whatever the timing.
+func waitsForUpdate(t *testing.T, st b24oauth.TokenStore, member, op string, run func() error) {
+	t.Helper()
+	mustSave(t, st, counterInstallation(member))
+	done := make(chan error, 1)
 	err := st.Update(context.Background(), member, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
-		go func() { saveDone <- st.Save(context.Background(), replacement) }()
+		go func() { done <- run() }()
 		select {
-		case err := <-saveDone:
-			saveDone <- err
-			t.Errorf("Save of the same member completed while Update's fn was running (err %v)", err)
+		case err := <-done:
+			done <- err
+			t.Errorf("%s of the same member completed while Update's fn was running (err %v)", op, err)
 		case <-time.After(50 * time.Millisecond):
 		}
 		return increment(cur)
 	})
 	if err != nil {
-		t.Fatalf("Update: %v", err)
+		t.Fatalf("Update overlapped by a %s: %v; want its write to succeed", op, err)
 	}
-	if err := <-saveDone; err != nil {
-		t.Fatalf("Save: %v", err)
+	if err := <-done; err != nil {
+		t.Fatalf("%s: %v", op, err)
 	}
-	checkEqual(t, "Load after a Save issued during an Update", replacement, mustLoad(t, st, member))
 }
 
 func (s *suite) manyMembersParallel(t *testing.T) {
@@ -520,4 +571,297 @@ func (s *suite) cancelledContext(t *testing.T) {
 
 	checkEqual(t, "Load after operations with a cancelled context", saved, mustLoad(t, st, member))
 	checkAbsent(t, st, memberID(2))
+}
+
+// MalformedMemberIDs returns strings that b24oauth.ValidMemberID refuses, chosen to hurt a store
+// (or a handler) that passes them on: empty, one digit short or long, upper case, path
+// traversal, NUL and line breaks, a 1 MiB string, SQL and Redis metacharacters, glob patterns,
+// Redis Cluster hash tags, non-ASCII digits. Use them in tests of your own code too.
+func MalformedMemberIDs() []string {
+	id := memberID(7) // well formed; most strings below are one change away from it
+	return []string{
+		"",
+		"0",
+		id[:31],
+		id + "0",
+		strings.ToUpper(id),
+		"ABCDEF0123456789ABCDEF0123456789",
+		id[:31] + "g",
+		"../" + id[3:],
+		"../../../../../../../../etc/passwd",
+		"..",
+		"/" + id[1:],
+		id[:16] + "/" + id[17:],
+		id[:16] + `\` + id[17:],
+		id[:31] + "\x00",
+		id + "\x00",
+		id[:30] + "\r\n",
+		" " + id[1:],
+		id[:31] + " ",
+		strings.Repeat("a", 1<<20),
+		"' OR '1'='1",
+		"'; DROP TABLE b24oauth_installations; --",
+		id[:28] + "'--",
+		"*",
+		id[:31] + "*",
+		id[:30] + "?",
+		"[a-f]*",
+		"{" + id[2:] + "}",
+		id[:15] + "}{" + id[17:],
+		"inst:{*}",
+		"é" + id[2:],
+		"\uff10" + id[3:], // a fullwidth digit zero, 3 bytes
+	}
+}
+
+// short describes a possibly huge string for a failure message.
+func short(s string) string {
+	if len(s) <= 40 {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(s[:40]) + "... (" + strconv.Itoa(len(s)) + " bytes)"
+}
+
+func (s *suite) malformedMemberID(t *testing.T) {
+	st := s.newStore(t)
+	ctx := context.Background()
+	keep := fullInstallation(memberID(1), 1)
+	mustSave(t, st, keep)
+	for _, id := range MalformedMemberIDs() {
+		if _, err := st.Load(ctx, id); !errors.Is(err, b24oauth.ErrNotInstalled) {
+			t.Errorf("Load(%s) = %v; want an error matching ErrNotInstalled", short(id), err)
+		}
+		called := false
+		err := st.Update(ctx, id, func(cur b24oauth.Installation) (b24oauth.Installation, error) {
+			called = true
+			return cur, nil
+		})
+		if !errors.Is(err, b24oauth.ErrNotInstalled) || called {
+			t.Errorf("Update(%s) = %v (fn called: %v); want an error matching ErrNotInstalled, without calling fn", short(id), err, called)
+		}
+		if err := st.Delete(ctx, id); err != nil {
+			t.Errorf("Delete(%s) = %v; want nil", short(id), err)
+		}
+		if err := st.Save(ctx, fullInstallation(id, 2)); err == nil || errors.Is(err, b24oauth.ErrNotInstalled) {
+			t.Errorf("Save of an installation with member_id %s = %v; want an error that does not match ErrNotInstalled", short(id), err)
+		}
+	}
+	checkEqual(t, "the stored installation after operations on malformed member_ids", keep, mustLoad(t, st, keep.MemberID))
+	if l, ok := st.(b24oauth.Lister); ok {
+		checkList(t, l, []string{keep.MemberID})
+	}
+}
+
+// lister returns st as a b24oauth.Lister, or skips the test if it is not one.
+func lister(t *testing.T, st b24oauth.TokenStore) b24oauth.Lister {
+	t.Helper()
+	l, ok := st.(b24oauth.Lister)
+	if !ok {
+		t.Skipf("%T is not a b24oauth.Lister", st)
+	}
+	return l
+}
+
+// listAll runs a whole List, failing the test on an error, and returns what it yielded.
+func listAll(t *testing.T, l b24oauth.Lister) []string {
+	t.Helper()
+	// A deadline only so that a List that waits forever fails instead of hanging.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var got []string
+	for id, err := range l.List(ctx) {
+		if err != nil {
+			t.Fatalf("List yielded an error after %d member_ids: %v", len(got), err)
+		}
+		got = append(got, id)
+	}
+	return got
+}
+
+// checkList checks that a whole List yields want, in any order, each once.
+func checkList(t *testing.T, l b24oauth.Lister, want []string) {
+	t.Helper()
+	got := listAll(t, l)
+	slices.Sort(got)
+	want = slices.Sorted(slices.Values(want))
+	if !slices.Equal(got, want) {
+		t.Errorf("List yielded %d member_ids, want %d:\n%s", len(got), len(want), cmp.Diff(want, got))
+	}
+}
+
+func (s *suite) list(t *testing.T) {
+	st := s.newStore(t)
+	l := lister(t, st)
+	ctx := context.Background()
+	checkList(t, l, nil)
+	var all, want []string
+	for i := range 30 {
+		mustSave(t, st, fullInstallation(memberID(i), i))
+		all = append(all, memberID(i))
+		if i%3 != 0 {
+			want = append(want, memberID(i))
+		}
+	}
+	checkList(t, l, all)
+	for i := 0; i < 30; i += 3 {
+		if err := st.Delete(ctx, memberID(i)); err != nil {
+			t.Fatalf("Delete: %v", err)
+		}
+	}
+	// Updates, replacing Saves and the Delete of an absent member change nothing listed.
+	if err := st.Update(ctx, memberID(1), increment); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	mustSave(t, st, fullInstallation(memberID(2), 3))
+	if err := st.Delete(ctx, memberID(100)); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	checkList(t, l, want)
+	// Deleted and saved again: listed again, once.
+	mustSave(t, st, fullInstallation(memberID(0), 1))
+	checkList(t, l, append(want, memberID(0)))
+}
+
+// listWhileWriting: the loop body updates every listed record, deletes some records and saves
+// new ones. Every record stored throughout is yielded exactly once; the deleted and the new
+// ones at most once; nothing else.
+func (s *suite) listWhileWriting(t *testing.T) {
+	st := s.newStore(t)
+	l := lister(t, st)
+	const stay, gone, added = 20, 5, 5
+	for i := range stay + gone {
+		mustSave(t, st, counterInstallation(memberID(i)))
+	}
+	// A deadline only so that a store holding a lock while the loop body runs fails instead
+	// of hanging.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	seen := map[string]int{}
+	first := true
+	for id, err := range l.List(ctx) {
+		if err != nil {
+			t.Fatalf("List: %v", err)
+		}
+		seen[id]++
+		if first {
+			first = false
+			for i := range gone {
+				if err := st.Delete(ctx, memberID(stay+i)); err != nil {
+					t.Fatalf("Delete inside the List loop: %v", err)
+				}
+			}
+			for i := range added {
+				if err := st.Save(ctx, counterInstallation(memberID(1000+i))); err != nil {
+					t.Fatalf("Save inside the List loop: %v", err)
+				}
+			}
+		}
+		if err := st.Update(ctx, id, increment); err != nil && !errors.Is(err, b24oauth.ErrNotInstalled) {
+			t.Fatalf("Update(%s) inside the List loop: %v", id, err)
+		}
+	}
+	for i := range stay {
+		if n := seen[memberID(i)]; n != 1 {
+			t.Errorf("List yielded %s, stored throughout, %d times; want once", memberID(i), n)
+		}
+		delete(seen, memberID(i))
+	}
+	for i := range gone {
+		delete(seen, memberID(stay+i))
+	}
+	for i := range added {
+		delete(seen, memberID(1000+i))
+	}
+	for id, n := range seen {
+		t.Errorf("List yielded %s (%d times), which was never stored", short(id), n)
+	}
+	// (Deleted and added ones may be yielded or not, but never twice.)
+	counts := map[string]int{}
+	for id, err := range l.List(ctx) {
+		if err != nil {
+			t.Fatalf("List: %v", err)
+		}
+		counts[id]++
+	}
+	for id, n := range counts {
+		if n != 1 {
+			t.Errorf("List after the writes yielded %s %d times", id, n)
+		}
+	}
+	if len(counts) != stay+added {
+		t.Errorf("List after the writes yielded %d member_ids; want %d", len(counts), stay+added)
+	}
+}
+
+func (s *suite) listCancelled(t *testing.T) {
+	st := s.newStore(t)
+	l := lister(t, st)
+	for i := range 10 {
+		mustSave(t, st, fullInstallation(memberID(i), i))
+	}
+	checkEnd := func(what string, ctx context.Context, cancelAfter int, cancel context.CancelFunc) {
+		t.Helper()
+		ids, errs := 0, 0
+		for id, err := range l.List(ctx) {
+			if err != nil {
+				errs++
+				if id != "" || !errors.Is(err, context.Canceled) {
+					t.Errorf("%s: List yielded %s, %v; want an empty member_id and an error matching context.Canceled", what, short(id), err)
+				}
+				continue
+			}
+			if errs > 0 {
+				t.Errorf("%s: List yielded %s after its error", what, id)
+			}
+			if ids++; ids == cancelAfter {
+				cancel()
+			} else if ids > cancelAfter {
+				t.Errorf("%s: List yielded %s after its context was cancelled", what, id)
+			}
+		}
+		if errs != 1 {
+			t.Errorf("%s: List yielded %d errors; want 1", what, errs)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	checkEnd("cancelled before the loop", ctx, 0, cancel)
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	checkEnd("cancelled by the loop body", ctx, 3, cancel)
+}
+
+// listBreakEarly: loops that stop early, many more than a connection pool holds, leave the
+// store working.
+func (s *suite) listBreakEarly(t *testing.T) {
+	st := s.newStore(t)
+	l := lister(t, st)
+	var want []string
+	for i := range 5 {
+		mustSave(t, st, fullInstallation(memberID(i), i))
+		want = append(want, memberID(i))
+	}
+	// A deadline only so that a List that leaked a connection or a lock fails instead of
+	// hanging.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := range 50 {
+		n := 0
+		for id, err := range l.List(ctx) {
+			if err != nil {
+				t.Fatalf("List %d: %v", i, err)
+			}
+			if !slices.Contains(want, id) {
+				t.Fatalf("List %d yielded %s, which was never stored", i, short(id))
+			}
+			if n++; n == 1+i%3 {
+				break
+			}
+		}
+	}
+	if err := st.Update(ctx, memberID(1), increment); err != nil {
+		t.Fatalf("Update after the Lists that stopped early: %v", err)
+	}
+	mustSave(t, st, fullInstallation(memberID(5), 5))
+	checkList(t, l, append(want, memberID(5)))
 }

@@ -18,7 +18,8 @@ import (
 // runDemo walks the whole mission over real HTTP: a fake Bitrix24 installs the app on a portal
 // (which binds its events), business code calls the portal, a deal added in the portal reaches
 // the event handler, a changed deal is pulled from the offline queue, the token expires and is
-// refreshed and persisted, the portal uninstalls the app.
+// refreshed and persisted, the portal uninstalls the app; then a user of another portal connects
+// the service by authorization code, and the service disconnects it.
 func runDemo(ctx context.Context, out io.Writer) error {
 	fake := b24test.NewServer()
 	defer fake.Close()
@@ -34,10 +35,11 @@ func runDemo(ctx context.Context, out io.Writer) error {
 	step := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
 	reported := make(chan struct{}, 1)
 	deals := dealEvents(func(_ context.Context, what string, ev b24oauth.Event, title string) {
-		step("   handler: %s %q on %s (%s)", what, title, ev.Domain, map[bool]string{false: "delivered to /events", true: "pulled from the offline queue"}[ev.Offline])
+		how := map[bool]string{false: "delivered to /events", true: "pulled from the offline queue"}[ev.Offline]
+		step("   handler: %s %q on %s (%s)", what, title, ev.Domain, how)
 		reported <- struct{}{}
 	})
-	var handler eventsHandler
+	var handler muxHandler // the App's config needs the server's URL, the server the App
 	base, stop, err := listen(&handler)
 	if err != nil {
 		return err
@@ -56,7 +58,13 @@ func runDemo(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	defer app.Close()
-	handler.set(newMux(app, deals))
+	st, err := newStates(nil)
+	if err != nil {
+		return err
+	}
+	handler.set(newMux(app, st, deals))
+	// The redirect URI of the application's settings in Bitrix24.
+	fake.SetRedirectURI(base + "/oauth/callback")
 	waitReport := func() error {
 		select {
 		case <-reported:
@@ -79,7 +87,7 @@ func runDemo(ctx context.Context, out io.Writer) error {
 
 	profileURL := base + "/portal/" + portal.MemberID() + "/profile"
 	step("2. Business code calls the portal: GET %s", profileURL)
-	status, body, err := get(ctx, profileURL)
+	status, body, err := get(ctx, http.DefaultClient, profileURL)
 	if err != nil {
 		return err
 	}
@@ -107,7 +115,7 @@ func runDemo(ctx context.Context, out io.Writer) error {
 
 	portal.ExpireAccessToken()
 	step("5. The access token expires; the next call refreshes it and writes the new pair to the store")
-	if status, body, err = get(ctx, profileURL); err != nil {
+	if status, body, err = get(ctx, http.DefaultClient, profileURL); err != nil {
 		return err
 	}
 	step("   %d %s", status, body)
@@ -127,14 +135,48 @@ func runDemo(ctx context.Context, out io.Writer) error {
 	if err := post(ctx, portal.UninstallEvent(false), base+"/uninstall"); err != nil {
 		return err
 	}
-	if status, body, err = get(ctx, profileURL); err != nil {
+	if status, body, err = get(ctx, http.DefaultClient, profileURL); err != nil {
 		return err
 	}
 	step("   GET %s -> %d %s", profileURL, status, body)
 	if status != http.StatusNotFound {
 		return fmt.Errorf("after uninstall: HTTP %d, want 404", status)
 	}
-	step("Done: install, call, event delivered, offline event pulled, refresh persisted, uninstall.")
+
+	globex := fake.AddPortal(b24test.PortalName("globex"))
+	connectURL := base + "/connect?domain=" + globex.Domain()
+	step("7. A user of %s connects the service by authorization code: GET %s", globex.Domain(), connectURL)
+	// The user's browser follows the redirects: to the portal's authorize page (the fake logs the
+	// user in at once), and back to /oauth/callback with the code.
+	browser := &http.Client{Transport: fake.Client().Transport}
+	if status, body, err = get(ctx, browser, connectURL); err != nil {
+		return err
+	}
+	step("   portal %s/oauth/authorize/ -> %s/oauth/callback -> %d %s", globex.Domain(), base, status, body)
+	if status != http.StatusOK {
+		return fmt.Errorf("connect: HTTP %d, want 200", status)
+	}
+	globexURL := base + "/portal/" + globex.MemberID() + "/profile"
+	if status, body, err = get(ctx, http.DefaultClient, globexURL); err != nil {
+		return err
+	}
+	step("   GET %s -> %d %s", globexURL, status, body)
+	if status != http.StatusOK {
+		return fmt.Errorf("profile of the connected portal: HTTP %d", status)
+	}
+
+	step("8. The service disconnects %s (App.Disconnect)", globex.Domain())
+	if err := app.Disconnect(ctx, globex.MemberID()); err != nil {
+		return err
+	}
+	if status, body, err = get(ctx, http.DefaultClient, globexURL); err != nil {
+		return err
+	}
+	step("   GET %s -> %d %s", globexURL, status, body)
+	if status != http.StatusNotFound {
+		return fmt.Errorf("after disconnect: HTTP %d, want 404", status)
+	}
+	step("Done: install, call, event delivered, offline event pulled, refresh persisted, uninstall; connect by authorization code, disconnect.")
 	return nil
 }
 
@@ -151,13 +193,13 @@ func boundEvents(p *b24test.Portal) string {
 	return strings.Join(out, ", ")
 }
 
-// eventsHandler serves the mux once the App exists (the App's config needs the server's URL).
-type eventsHandler struct{ h atomic.Pointer[http.ServeMux] }
+// muxHandler serves a mux set after the server started.
+type muxHandler struct{ h atomic.Pointer[http.ServeMux] }
 
-func (e *eventsHandler) set(mux *http.ServeMux) { e.h.Store(mux) }
+func (m *muxHandler) set(mux *http.ServeMux) { m.h.Store(mux) }
 
-func (e *eventsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if mux := e.h.Load(); mux != nil {
+func (m *muxHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if mux := m.h.Load(); mux != nil {
 		mux.ServeHTTP(w, r)
 		return
 	}
@@ -177,12 +219,12 @@ func post(ctx context.Context, ev b24test.Event, url string) error {
 	return nil
 }
 
-func get(ctx context.Context, url string) (int, string, error) {
+func get(ctx context.Context, c *http.Client, url string) (int, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, "", err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return 0, "", err
 	}

@@ -1,10 +1,13 @@
 // Command multitenant is a Bitrix24 application backend serving many portals with b24oauth.
 //
-// It mounts the install and uninstall handlers, the event handler and one business endpoint:
+// It mounts the install and uninstall handlers, the event handler, the authorization-code flow
+// (a portal's user connects the service; see connect.go) and one business endpoint:
 //
 //	POST /install                    ONAPPINSTALL, ONAPPUPDATE, and the install page POST
 //	POST /uninstall                  ONAPPUNINSTALL
 //	POST /events                     ONCRMDEALADD (each new deal is logged) and ONOFFLINEEVENT
+//	GET  /connect?domain=...         sends the browser to the portal's authorize URL
+//	GET  /oauth/callback             the redirect URI: checks the state, calls App.Connect
 //	GET  /portal/{memberID}/profile  calls the portal's REST method "profile"
 //
 // Every portal that installs the app gets ONCRMDEALADD bound to /events (when B24_PUBLIC_URL
@@ -14,8 +17,9 @@
 //
 // Configuration comes from the environment: PORT (default 3001), B24_CLIENT_ID and
 // B24_CLIENT_SECRET (the application's credentials), B24_STORE_DIR (the file store's directory,
-// default .b24oauth), B24_PUBLIC_URL (the server's public base URL, e.g. https://app.example.com).
-// It shuts down gracefully on SIGINT or SIGTERM.
+// default .b24oauth), B24_STATE_KEY (the key signing the flow's states, base64 of 32 bytes or
+// more; default a random key of this process), B24_PUBLIC_URL (the server's public base URL,
+// e.g. https://app.example.com). It shuts down gracefully on SIGINT or SIGTERM.
 //
 // With -demo it runs the whole mission against the b24test fake Bitrix24 and exits:
 //
@@ -55,12 +59,15 @@ func main() {
 	}
 }
 
-// newMux mounts the application's routes; events receives the portals' events.
-func newMux(app *b24oauth.App, events b24oauth.EventFunc) *http.ServeMux {
+// newMux mounts the application's routes; st issues and takes the connect flow's states, events
+// receives the portals' events.
+func newMux(app *b24oauth.App, st *states, events b24oauth.EventFunc) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("POST /install", app.InstallHandler())
 	mux.Handle("POST /uninstall", app.UninstallHandler())
 	mux.Handle("POST /events", app.EventHandler(events))
+	mux.HandleFunc("GET /connect", func(w http.ResponseWriter, r *http.Request) { connectStart(app, st, w, r) })
+	mux.HandleFunc("GET /oauth/callback", func(w http.ResponseWriter, r *http.Request) { connectCallback(app, st, w, r) })
 	mux.HandleFunc("GET /portal/{memberID}/profile", func(w http.ResponseWriter, r *http.Request) {
 		profile(app, w, r)
 	})
@@ -147,11 +154,23 @@ func serve() error {
 		ClientSecret: os.Getenv("B24_CLIENT_SECRET"),
 		Store:        store,
 		Events:       bindings(publicURL),
+		OnRevoked: func(ctx context.Context, inst b24oauth.Installation, err error) {
+			slog.Warn("portal lost its tokens: its administrator must reinstall the app",
+				"member_id", inst.MemberID, "domain", inst.Domain, "error", err)
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("%w (set B24_CLIENT_ID and B24_CLIENT_SECRET)", err)
 	}
-	defer app.Close()
+	defer func() {
+		if err := app.Close(); err != nil {
+			slog.Error("closing the app", "error", err)
+		}
+	}()
+	st, err := statesFromEnv(os.Getenv("B24_STATE_KEY"))
+	if err != nil {
+		return err
+	}
 	if publicURL == "" {
 		slog.Warn("B24_PUBLIC_URL is not set: ONCRMDEALADD is not bound, changed deals are pulled every five minutes")
 	}
@@ -164,7 +183,7 @@ func serve() error {
 	}
 	srv := &http.Server{
 		Addr:              ":" + port,
-		Handler:           newMux(app, loop.Signals(deals)),
+		Handler:           newMux(app, st, loop.Signals(deals)),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      90 * time.Second,
@@ -173,6 +192,14 @@ func serve() error {
 	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
+	// Idle portals never lapse: once a day, portals nobody called for 20 days are refreshed,
+	// paced; a portal whose refresh token was refused is logged by OnRevoked.
+	go func() {
+		_ = app.KeepAliveLoop(ctx, 24*time.Hour, b24oauth.KeepAliveOptions{}, func(r b24oauth.KeepAliveReport, err error) {
+			slog.Info("keep-alive pass", "report", r.String(), "error", err)
+		})
+	}()
+	// Offline events: every portal every five minutes, and each when it signals new entries.
 	loopDone := make(chan struct{})
 	go func() {
 		defer close(loopDone)

@@ -21,7 +21,8 @@ func TestDemo(t *testing.T) {
 		`handler: new deal "Big deal" on acme.example.com (delivered to /events)`,
 		`handler: deal changed "Bigger deal" on acme.example.com (pulled from the offline queue)`,
 		"pulled 1 event(s); left in the queue: 0",
-		"refreshes seen by Bitrix24: 1; stored pair is the current one: true", "-> 404", "Done:"} {
+		"refreshes seen by Bitrix24: 1; stored pair is the current one: true", "-> 404",
+		"/oauth/callback -> 200 connected globex.example.com", "Done:"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
@@ -38,7 +39,11 @@ func TestProfileStatuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(newMux(app, nil))
+	st, err := newStates(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(newMux(app, st, nil))
 	t.Cleanup(srv.Close)
 	p := fake.AddPortal()
 	if rec := p.InstallEvent().Send(app.InstallHandler()); rec.Code != http.StatusOK {
