@@ -82,6 +82,32 @@ type inboundState struct {
 
 	offlineMu   sync.Mutex
 	offlineLeft map[string][]string // member_id → reservations (process_id) not fully settled
+
+	recheckMu sync.Mutex
+	rechecked map[string]time.Time // member_id → when an event's token was last checked against the store
+}
+
+// Bounds of the store reads events with another token than the cached one cause: one per portal
+// per tokenRecheckEvery (forged events cannot flood the store), for at most maxTokenRechecks
+// portals at a time (the map restarts past it).
+const (
+	tokenRecheckEvery = time.Second
+	maxTokenRechecks  = 10000
+)
+
+// mayRecheck reports whether an event of memberID whose token is not the cached one may be
+// checked against the store now, and if so records it.
+func (in *inboundState) mayRecheck(memberID string, now time.Time) bool {
+	in.recheckMu.Lock()
+	defer in.recheckMu.Unlock()
+	if last, ok := in.rechecked[memberID]; ok && now.Sub(last) < tokenRecheckEvery {
+		return false
+	}
+	if in.rechecked == nil || len(in.rechecked) >= maxTokenRechecks {
+		in.rechecked = make(map[string]time.Time)
+	}
+	in.rechecked[memberID] = now
+	return true
 }
 
 var (
@@ -181,11 +207,14 @@ func (a *App) readEventBody(w http.ResponseWriter, r *http.Request) (*bytes.Buff
 // verifyEvent finds memberID's portal and checks appToken against its installation's, in
 // constant time. A portal in the cache costs no store read; a token that differs from the
 // cached one is checked against the store once more (another replica may have stored an
-// update that rotated it).
+// update that rotated it), at most once a second per portal.
 func (a *App) verifyEvent(ctx context.Context, memberID, appToken string) (*B24OAuth, *eventError) {
 	client, stored := a.cachedPortal(memberID)
 	if client != nil && tokensEqual(stored, appToken) {
 		return client, nil
+	}
+	if client != nil && !a.inbound.mayRecheck(memberID, a.now()) {
+		return nil, errEventAppToken
 	}
 	if client == nil {
 		c, err := a.ClientForMember(ctx, memberID)

@@ -245,3 +245,27 @@ func TestEventHandlerNoStoredToken(t *testing.T) {
 		t.Fatalf("event: %d", got)
 	}
 }
+
+// Forged events for a cached portal cost at most one store read per portal per second: they
+// cannot flood the store. A genuine rotation is seen once that second has passed.
+func TestEventHandlerForgedFloodBounded(t *testing.T) {
+	env := newEventEnv(t, nil, nil, nil)
+	p := env.install()
+	env.client(p.MemberID())
+	loads := env.store.loads.Load()
+	for i := 0; i < 50; i++ {
+		if got := env.postEvent(p.ForgedEvent("ONCRMDEALADD", nil)); got != http.StatusForbidden {
+			t.Fatalf("forged event %d: %d", i, got)
+		}
+	}
+	if n := env.store.loads.Load() - loads; n != 1 {
+		t.Fatalf("50 forged events cost %d store reads, want 1", n)
+	}
+	p.SetApplicationToken(randomHex(16))
+	env.mustPost("/install", p.UpdateEvent("2")) // drops the cached client: the next event rebuilds it
+	env.client(p.MemberID())
+	env.clock.Advance(2 * time.Second)
+	if got := env.postEvent(p.NewEvent("ONCRMDEALADD", nil, 1)); got != http.StatusOK {
+		t.Fatalf("genuine event after the rotation: %d", got)
+	}
+}

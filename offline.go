@@ -41,6 +41,9 @@ const maxRefusalsKept = 10
 // The installation's user must be a portal administrator (the offline queue is theirs), and the
 // portal's plan must allow clear=0 (Bitrix24's feature rest_offline_extended).
 func (a *App) PullOfflineEvents(ctx context.Context, memberID string, fn EventFunc) (handled int, err error) {
+	if fn == nil {
+		return 0, errors.New("b24oauth: PullOfflineEvents needs an EventFunc")
+	}
 	c, err := a.ClientForMember(ctx, memberID)
 	if err != nil {
 		return 0, err
