@@ -299,9 +299,7 @@ func (a *App) storeConnection(ctx context.Context, inst Installation) (Installat
 			}
 			if state == pairAlive {
 				if next != nil { // the check spent the stored refresh token: keep its successor
-					cur.OAuthParams = *next
-					cur.RefreshingSince = time.Time{}
-					cur.UpdatedAt = a.now().UTC()
+					cur = a.withSuccessor(cur, *next)
 					after = ErrInstallationInUse
 					return cur, nil
 				}

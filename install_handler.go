@@ -293,9 +293,7 @@ func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (I
 				a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: install event with another application_token refused: the installed tokens still work",
 					slog.String("member_id", inst.MemberID))
 				if next != nil { // the check spent the stored refresh token: keep its successor
-					cur.OAuthParams = *next
-					cur.RefreshingSince = time.Time{}
-					cur.UpdatedAt = a.now().UTC()
+					cur = a.withSuccessor(cur, *next)
 					after = errStoredPairAlive
 					return cur, nil
 				}
@@ -416,11 +414,7 @@ func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request) {
 		}
 		checked, alive = cur, state == pairAlive
 		if next != nil { // the check spent the stored refresh token: keep its successor
-			cur.OAuthParams = *next
-			cur.State = StateActive
-			cur.RefreshingSince = time.Time{}
-			cur.UpdatedAt = a.now().UTC()
-			return cur, nil
+			return a.withSuccessor(cur, *next), nil
 		}
 		return cur, errNoWrite
 	})

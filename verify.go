@@ -349,6 +349,16 @@ func (noRefresh) refresh(_ context.Context, cur OAuthParams, _ exchangeFunc) (OA
 
 func (noRefresh) persist(context.Context, OAuthParams, OAuthParams) error { return nil }
 
+// withSuccessor returns cur with next, the pair a check exchanged cur's refresh token for: the
+// only live one from then on.
+func (a *App) withSuccessor(cur Installation, next OAuthParams) Installation {
+	cur.OAuthParams = next
+	cur.State = StateActive
+	cur.RefreshingSince = time.Time{}
+	cur.UpdatedAt = a.now().UTC()
+	return cur
+}
+
 // pairState is what the OAuth server says of a stored pair.
 type pairState int
 
