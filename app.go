@@ -46,6 +46,12 @@ type AppConfig struct {
 	// marked StateRevoked: the portal's administrator must reinstall (or reopen) the app.
 	OnRevoked func(ctx context.Context, inst Installation, err error)
 
+	// AllowInternalPortals lets an install name a portal at a loopback, link-local or
+	// unspecified address, or localhost (an on-premise portal on the same host, in tests); by
+	// default such an install is refused before any request is sent there, even when the OAuth
+	// server names it. Private ranges (10/8, 192.168/16...) are allowed either way: intranet
+	// portals live there.
+	AllowInternalPortals bool
 	// InsecureHTTP accepts plain http:// portal and OAuth endpoints. For local development and
 	// tests only.
 	InsecureHTTP bool

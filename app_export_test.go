@@ -16,6 +16,7 @@ func SetVerifyLimits(a *App, perMemberBurst int, perMemberEvery time.Duration, p
 	g := newVerifyGate()
 	g.burst, g.every = perMemberBurst, rate.Every(perMemberEvery)
 	g.perApp = rate.NewLimiter(rate.Limit(perAppRate), int(perAppRate)+1)
+	g.perAppTrusted = rate.NewLimiter(rate.Limit(perAppRate), int(perAppRate)+1)
 	a.verifyGate = g
 }
 

@@ -160,7 +160,7 @@ func (a *App) Connect(ctx context.Context, domain, code string) (Installation, e
 	if checkToken("code", code) != nil {
 		return Installation{}, &ConnectError{Domain: host, Code: "invalid_request", Description: "invalid authorization code"}
 	}
-	release, err := a.verifyGate.enter(ctx, "connect:"+host)
+	release, err := a.verifyGate.enter(ctx, "connect:"+host, false)
 	if err != nil {
 		return Installation{}, &ConnectError{Domain: host, Description: "too many connections of this portal, or of the App, at once; retry later"}
 	}
@@ -299,9 +299,7 @@ func (a *App) storeConnection(ctx context.Context, inst Installation) (Installat
 			}
 			if state == pairAlive {
 				if next != nil { // the check spent the stored refresh token: keep its successor
-					cur.OAuthParams = *next
-					cur.RefreshingSince = time.Time{}
-					cur.UpdatedAt = a.now().UTC()
+					cur = a.withSuccessor(cur, *next)
 					after = ErrInstallationInUse
 					return cur, nil
 				}

@@ -216,13 +216,26 @@ func asEventError(err error) *eventError {
 // an ONAPPUPDATE. It returns what is stored, and what the event did: 0 when it changed nothing
 // (a replay of an older event).
 func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (Installation, InstallKind, error) {
-	v, err := a.verifyInstall(ctx, ev)
+	cur, lerr := a.cfg.Store.Load(ctx, ev.MemberID)
+	if lerr != nil && !errors.Is(lerr, ErrNotInstalled) {
+		a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: loading an installation failed",
+			slog.String("member_id", ev.MemberID), slog.Any("error", lerr))
+		return ev, 0, lerr
+	}
+	trusted := lerr == nil && tokensEqual(cur.ApplicationToken, ev.ApplicationToken)
+	if trusted && cur.State != StateRevoked && cur.AccessToken == ev.AccessToken && cur.RefreshToken == ev.RefreshToken {
+		// The stored pair itself (a replay, or the event repeated): nothing to change, nothing
+		// to verify.
+		return cur, 0, nil
+	}
+	v, err := a.verifyInstall(ctx, ev, trusted)
 	if err != nil {
 		if v.spent {
-			// Verification exchanged the event's refresh token and then failed: the new pair
-			// is not ours to store, and the event was not Bitrix24's word anyway.
-			a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: install event refused after its refresh token was exchanged",
-				slog.String("member_id", ev.MemberID))
+			// Verification exchanged a refresh token and then refused the event. The successor
+			// is the only live pair of the portal the OAuth server named: if that portal's
+			// stored installation held the spent token (a replayed or doctored event), store
+			// it there, so the refusal costs the portal nothing.
+			a.rescueSpent(ctx, v.spentFrom, v.inst.OAuthParams)
 		}
 		return ev, 0, err
 	}
@@ -244,10 +257,29 @@ func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (I
 			kind = InstallUpdate
 		}
 		if cur.State != StateRevoked && olderPair(inst.OAuthParams, cur.OAuthParams) {
-			// A replayed or late event: the stored pair is newer. Keep it.
-			kind = 0
+			// A replayed or late event: the stored pair is newer. Keep it; a late update still
+			// brings its version, language and (rotated) application token, which the OAuth
+			// server and the portal have just confirmed.
 			stored = cur
-			return cur, errNoWrite
+			if !update {
+				kind = 0
+				return cur, errNoWrite
+			}
+			if inst.Version != "" {
+				stored.Version = inst.Version
+			}
+			if inst.LanguageID != "" {
+				stored.LanguageID = inst.LanguageID
+			}
+			if inst.ApplicationToken != "" {
+				stored.ApplicationToken = inst.ApplicationToken
+			}
+			if stored.Version == cur.Version && stored.LanguageID == cur.LanguageID && stored.ApplicationToken == cur.ApplicationToken {
+				kind = 0
+				return cur, errNoWrite
+			}
+			stored.UpdatedAt = inst.UpdatedAt
+			return stored, nil
 		}
 		// Another installation is stored (another application_token) and the event is not an
 		// update (which may rotate the token): a reinstall, so the stored pair must be dead. An
@@ -262,9 +294,7 @@ func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (I
 				a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: install event with another application_token refused: the installed tokens still work",
 					slog.String("member_id", inst.MemberID))
 				if next != nil { // the check spent the stored refresh token: keep its successor
-					cur.OAuthParams = *next
-					cur.RefreshingSince = time.Time{}
-					cur.UpdatedAt = a.now().UTC()
+					cur = a.withSuccessor(cur, *next)
 					after = errStoredPairAlive
 					return cur, nil
 				}
@@ -364,36 +394,57 @@ func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request) {
 	}
 	// An uninstall revokes every token of the app on the portal: stored tokens that still work
 	// mean the event is not Bitrix24's (the application token is shown to every user who opens
-	// an app page). Bounded like install verification.
-	release, err := a.verifyGate.enter(ctx, memberID)
+	// an app page). The check runs under the member's lock (it may exchange the stored refresh
+	// token, which must not race a refresh) against the record as it is then; a check that
+	// cannot be made refuses the uninstall (503): deleting on a guess would let anyone holding
+	// the leaked application token remove a live installation whenever the OAuth server is slow.
+	release, err := a.verifyGate.enter(ctx, memberID, !noToken)
 	if err != nil {
 		a.reject(w, r, asEventError(err))
 		return
 	}
-	state, next, err := a.storedPairState(ctx, inst)
-	release()
-	if next != nil {
-		// The check spent the stored refresh token: store its successor whatever follows.
-		if werr := a.persistChecked(ctx, inst, *next); werr != nil {
-			a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: storing a refreshed pair failed", slog.String("member_id", memberID), slog.Any("error", werr))
+	var checked Installation
+	alive := false
+	err = a.cfg.Store.Update(ctx, memberID, func(cur Installation) (Installation, error) {
+		if cur.ApplicationToken != "" && !tokensEqual(cur.ApplicationToken, appToken) {
+			return cur, errAppTokenMismatch
 		}
-	}
+		state, next, err := a.storedPairState(ctx, cur)
+		if err != nil {
+			return cur, err
+		}
+		checked, alive = cur, state == pairAlive
+		if next != nil { // the check spent the stored refresh token: keep its successor
+			return a.withSuccessor(cur, *next), nil
+		}
+		return cur, errNoWrite
+	})
+	release()
 	switch {
-	case err != nil && noToken:
+	case errors.Is(err, ErrNotInstalled):
+		a.evict(memberID)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("not installed\n"))
+		return
+	case err != nil && !errors.Is(err, errNoWrite):
+		var ee *eventError
+		if !errors.As(err, &ee) {
+			a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: checking an uninstalled portal's tokens failed", slog.String("member_id", memberID), slog.Any("error", err))
+		}
 		a.reject(w, r, asEventError(err))
 		return
-	case err != nil:
-		// The OAuth server could not tell: an uninstall is not refused for that (Bitrix24 does
-		// not resend events), but it is logged.
-		a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: could not check the stored tokens of an uninstalled portal; uninstalling",
-			slog.String("member_id", memberID))
-	case state == pairAlive:
+	case alive:
 		a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: uninstall event refused: the installed tokens still work",
 			slog.String("member_id", memberID))
 		a.reject(w, r, &eventError{http.StatusForbidden, "the installation's tokens still work: not an uninstall"})
 		return
 	}
-	if err := a.cfg.Store.Delete(ctx, memberID); err != nil {
+	inst = checked
+	if err := a.deleteChecked(ctx, checked); err != nil {
+		if errors.Is(err, errRecordChanged) {
+			a.reject(w, r, &eventError{http.StatusConflict, "the installation changed while the uninstall was checked"})
+			return
+		}
 		a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: deleting an installation failed", slog.String("member_id", memberID), slog.Any("error", err))
 		a.reject(w, r, &eventError{http.StatusServiceUnavailable, "installation store unavailable"})
 		return
@@ -408,24 +459,25 @@ func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ok\n"))
 }
 
-// persistChecked writes next, the successor of cur's pair that a check had to exchange for,
-// unless the store moved on meanwhile.
-func (a *App) persistChecked(ctx context.Context, cur Installation, next OAuthParams) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.EventTimeout)
-	defer cancel()
-	err := a.cfg.Store.Update(ctx, cur.MemberID, func(inst Installation) (Installation, error) {
-		if inst.RefreshToken != cur.RefreshToken {
-			return inst, errNoWrite
-		}
-		inst.OAuthParams = next
-		inst.RefreshingSince = time.Time{}
-		inst.UpdatedAt = a.now().UTC()
-		return inst, nil
-	})
-	if errors.Is(err, errNoWrite) || errors.Is(err, ErrNotInstalled) {
+// errAppTokenMismatch: the uninstall's application_token is not the stored installation's.
+var errAppTokenMismatch = &eventError{http.StatusForbidden, "application_token does not match the installation"}
+
+// errRecordChanged: the installation changed between an uninstall's check and its delete.
+var errRecordChanged = errors.New("b24oauth: the installation changed during the uninstall")
+
+// deleteChecked deletes the installation an uninstall checked, unless it changed since (a
+// refresh, a reinstall): then nothing is deleted and errRecordChanged is returned.
+func (a *App) deleteChecked(ctx context.Context, checked Installation) error {
+	cur, err := a.cfg.Store.Load(ctx, checked.MemberID)
+	switch {
+	case errors.Is(err, ErrNotInstalled):
 		return nil
+	case err != nil:
+		return err
+	case cur.RefreshToken != checked.RefreshToken || cur.ApplicationToken != checked.ApplicationToken:
+		return errRecordChanged
 	}
-	return err
+	return a.cfg.Store.Delete(ctx, checked.MemberID)
 }
 
 // parseUninstall validates an ONAPPUNINSTALL event in full before the store is consulted.

@@ -259,6 +259,7 @@ func TestInstallPage(t *testing.T) {
 				Status:           b24oauth.AppStatus(p.Status()),
 			},
 			State:       b24oauth.StateActive,
+			Version:     "1", // app.info's install.version
 			LanguageID:  "ru",
 			InstalledAt: now,
 			UpdatedAt:   now,

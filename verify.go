@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -41,6 +42,7 @@ type appInfo struct {
 }
 
 type appInfoInstall struct {
+	Version        flexInt   `json:"version"`
 	Status         AppStatus `json:"status"`
 	Scope          string    `json:"scope"`
 	Domain         string    `json:"domain"`
@@ -139,19 +141,23 @@ func refusal(err error) (*APIError, bool) {
 // verifiedInstall is an install event after verification: what the OAuth server and the
 // portal confirmed, and whether verification spent the event's refresh token.
 type verifiedInstall struct {
-	inst  Installation
-	spent bool // the event's refresh token was exchanged: inst holds the only live pair
+	inst      Installation
+	spent     bool   // the event's refresh token was exchanged: inst holds the only live pair
+	spentFrom string // the refresh token exchanged
 }
 
 // verifyInstall checks ev's tokens at the trusted OAuth server and at the portal (steps 1 and 2
 // above) and returns ev with the portal's identity as the OAuth server gave it.
-func (a *App) verifyInstall(ctx context.Context, ev Installation) (verifiedInstall, error) {
+func (a *App) verifyInstall(ctx context.Context, ev Installation, trusted bool) (verifiedInstall, error) {
 	v := verifiedInstall{inst: ev}
-	release, err := a.verifyGate.enter(ctx, ev.MemberID)
+	release, err := a.verifyGate.enter(ctx, ev.MemberID, trusted)
 	if err != nil {
 		return v, err
 	}
 	defer release()
+	// A slow portal or OAuth server holds a verification slot for this long at most.
+	ctx, cancel := context.WithTimeout(ctx, verifyRequestTimeout)
+	defer cancel()
 
 	info, err := a.appInfoAt(ctx, ev.ServerEndpoint, ev.AccessToken)
 	if ae, ok := refusal(err); ok && ae.Code == "expired_token" {
@@ -159,10 +165,12 @@ func (a *App) verifyInstall(ctx context.Context, ev Installation) (verifiedInsta
 		// (the OAuth server only exchanges it for our client_id and secret); the new pair is then
 		// the only live one, and must be stored whatever happens to the request.
 		next, xerr := a.exchangeEventPair(ctx, ev.OAuthParams)
+		if next.RefreshToken != ev.RefreshToken && next.MemberID != "" {
+			v.inst.OAuthParams, v.spent, v.spentFrom = next, true, ev.RefreshToken
+		}
 		if xerr != nil {
 			return v, xerr
 		}
-		v.inst.OAuthParams, v.spent = next, true
 		info, err = a.appInfoAt(ctx, next.ServerEndpoint, next.AccessToken)
 	}
 	if err != nil {
@@ -190,8 +198,17 @@ func (a *App) verifyInstall(ctx context.Context, ev Installation) (verifiedInsta
 			slog.String("member_id", ev.MemberID), slog.String("event_domain", clip(p.Domain)), slog.String("oauth_domain", u.Host))
 		return v, &eventError{http.StatusForbidden, "the event's domain is not the portal's"}
 	}
+	if !a.cfg.AllowInternalPortals && internalHost(u.Hostname()) {
+		a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: install of a portal at an internal address refused (see AppConfig.AllowInternalPortals)",
+			slog.String("member_id", ev.MemberID), slog.String("domain", u.Host))
+		return v, &eventError{http.StatusForbidden, "the portal is at a loopback, link-local or unspecified address"}
+	}
 	p.Domain = u.Host
 	p.ClientEndpoint = u.Scheme + "://" + u.Host + "/rest/"
+	if info.Install.Version > 0 {
+		// The OAuth server's word, not the event's: a replayed event cannot roll it back.
+		v.inst.Version = strconv.FormatInt(int64(info.Install.Version), 10)
+	}
 	if info.Scope != "" {
 		p.Scope = clipScope(info.Scope)
 	}
@@ -231,10 +248,22 @@ func (a *App) exchangeEventPair(ctx context.Context, p OAuthParams) (OAuthParams
 	}
 	defer c.Destroy()
 	r, status, err := c.requestToken(ctx, p)
-	if err == nil && r.MemberID != p.MemberID {
-		err = &RefreshTokenError{Code: "invalid_response", Description: "the reply names another portal", MemberID: p.MemberID, Status: status}
-	}
 	var next OAuthParams
+	if err == nil && r.MemberID != p.MemberID {
+		// The token was another portal's (a doctored event): it is spent now, and its
+		// successor belongs to that portal.
+		if ValidMemberID(r.MemberID) {
+			q := p
+			q.MemberID = r.MemberID
+			if n, aerr := c.applyReply(q, r.handler(), int64(r.UserID), status); aerr == nil {
+				next = n
+			}
+		}
+		err = &RefreshTokenError{Code: "invalid_response", Description: "the reply names another portal", MemberID: p.MemberID, Status: status}
+		a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: install event's refresh token belongs to another portal",
+			slog.String("member_id", p.MemberID), slog.String("oauth_member_id", clip(r.MemberID)))
+		return next, errVerifyForbidden
+	}
 	if err == nil {
 		next, err = c.applyReply(p, r.handler(), int64(r.UserID), status)
 	}
@@ -245,9 +274,41 @@ func (a *App) exchangeEventPair(ctx context.Context, p OAuthParams) (OAuthParams
 				slog.String("member_id", p.MemberID), slog.Any("error", err))
 			return p, errVerifyForbidden
 		}
-		return p, errVerifyUnavailable
+		return OAuthParams{}, errVerifyUnavailable
 	}
 	return next, nil
+}
+
+// rescueSpent stores next, the successor of the spent refresh token from, for the portal next
+// names, if its stored installation still holds from. Bounded by EventTimeout, whatever the
+// request does.
+func (a *App) rescueSpent(ctx context.Context, from string, next OAuthParams) {
+	if from == "" || !ValidMemberID(next.MemberID) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.EventTimeout)
+	defer cancel()
+	err := a.cfg.Store.Update(ctx, next.MemberID, func(inst Installation) (Installation, error) {
+		if inst.RefreshToken != from {
+			return inst, errNoWrite // the spent token was not the stored one: nothing lost
+		}
+		inst.OAuthParams.AccessToken, inst.OAuthParams.RefreshToken = next.AccessToken, next.RefreshToken
+		inst.Expires, inst.ExpiresIn = next.Expires, next.ExpiresIn
+		inst.State = StateActive
+		inst.RefreshingSince = time.Time{}
+		inst.UpdatedAt = a.now().UTC()
+		return inst, nil
+	})
+	switch {
+	case err == nil:
+		a.forget(next.MemberID)
+		a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: a refused install event had spent the stored refresh token; its successor was stored",
+			slog.String("member_id", next.MemberID))
+	case errors.Is(err, errNoWrite), errors.Is(err, ErrNotInstalled):
+	default:
+		a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: storing the successor of a spent refresh token failed",
+			slog.String("member_id", next.MemberID), slog.Any("error", err))
+	}
 }
 
 // userIsAdmin asks the portal (user.admin) whether p's token belongs to an administrator.
@@ -272,7 +333,8 @@ func (a *App) userIsAdmin(ctx context.Context, p OAuthParams) (bool, error) {
 // refresh token) and shares the portal's rate limiter.
 func (a *App) probeClient(p OAuthParams) (*B24OAuth, error) {
 	opts := append(append([]Option{}, a.clientOpts...),
-		withLimiter(a.portalLimiter(p.MemberID)), withRefresher(noRefresh{}), WithExpiryMargin(0))
+		withLimiter(a.portalLimiter(p.MemberID)), withRefresher(noRefresh{}), WithExpiryMargin(0),
+		WithMaxResponseBytes(maxOAuthReplyBytes)) // user.admin answers a boolean
 	return New(p, a.secret, opts...)
 }
 
@@ -286,6 +348,16 @@ func (noRefresh) refresh(_ context.Context, cur OAuthParams, _ exchangeFunc) (OA
 }
 
 func (noRefresh) persist(context.Context, OAuthParams, OAuthParams) error { return nil }
+
+// withSuccessor returns cur with next, the pair a check exchanged cur's refresh token for: the
+// only live one from then on.
+func (a *App) withSuccessor(cur Installation, next OAuthParams) Installation {
+	cur.OAuthParams = next
+	cur.State = StateActive
+	cur.RefreshingSince = time.Time{}
+	cur.UpdatedAt = a.now().UTC()
+	return cur
+}
 
 // pairState is what the OAuth server says of a stored pair.
 type pairState int
@@ -347,15 +419,23 @@ func (a *App) storedPairState(ctx context.Context, cur Installation) (pairState,
 }
 
 // verifyGate bounds the verification requests forged events can cause: per portal a small
-// burst then one every few seconds, and per App a rate and a number in flight.
+// burst then one every few seconds, at most two at a time, and per App a rate and a number in
+// flight. Events that carry the stored installation's application token (which an outsider
+// does not know) have budgets of their own, so forged events cannot use up the ones Bitrix24's
+// genuine events need.
 type verifyGate struct {
-	perApp   *rate.Limiter
-	inFlight chan struct{}
+	perApp, perAppTrusted *rate.Limiter
+	inFlight              chan struct{}
 
 	mu        sync.Mutex
-	perMember map[string]*rate.Limiter
+	perMember map[string]*memberBudget
 	every     rate.Limit
 	burst     int
+}
+
+type memberBudget struct {
+	lim     *rate.Limiter
+	running int
 }
 
 // Default bounds of install verification.
@@ -365,40 +445,58 @@ const (
 	defaultVerifyRate           = 20 // verifications per second per App
 	defaultVerifyBurst          = 40
 	defaultVerifyInFlight       = 16
-	maxVerifyMembers            = 10000 // per-portal limiters kept; the map restarts past it
+	maxVerifyPerMember          = 2     // verifications of one portal at a time
+	maxVerifyMembers            = 10000 // per-portal budgets kept; the map restarts past it
 	maxVerifyWait               = 2 * time.Second
+	verifyRequestTimeout        = 10 * time.Second // one verification, whatever EventTimeout says
 )
 
 func newVerifyGate() *verifyGate {
 	return &verifyGate{
-		perApp:    rate.NewLimiter(defaultVerifyRate, defaultVerifyBurst),
-		inFlight:  make(chan struct{}, defaultVerifyInFlight),
-		perMember: make(map[string]*rate.Limiter),
-		every:     rate.Every(defaultVerifyPerMemberEvery),
-		burst:     defaultVerifyPerMemberBurst,
+		perApp:        rate.NewLimiter(defaultVerifyRate, defaultVerifyBurst),
+		perAppTrusted: rate.NewLimiter(defaultVerifyRate, defaultVerifyBurst),
+		inFlight:      make(chan struct{}, defaultVerifyInFlight),
+		perMember:     make(map[string]*memberBudget),
+		every:         rate.Every(defaultVerifyPerMemberEvery),
+		burst:         defaultVerifyPerMemberBurst,
 	}
 }
 
 // enter admits one verification for memberID, or refuses it: 429 when that portal has had too
-// many lately, 503 when the App as a whole is busier than the wait it allows.
-func (g *verifyGate) enter(ctx context.Context, memberID string) (release func(), err error) {
-	g.mu.Lock()
-	l := g.perMember[memberID]
-	if l == nil {
-		if len(g.perMember) >= maxVerifyMembers {
-			g.perMember = make(map[string]*rate.Limiter)
-		}
-		l = rate.NewLimiter(g.every, g.burst)
-		g.perMember[memberID] = l
+// many lately or has two under way, 503 when the App as a whole is busier than the wait it
+// allows. trusted: the event carries the stored application token.
+func (g *verifyGate) enter(ctx context.Context, memberID string, trusted bool) (release func(), err error) {
+	key := memberID
+	perApp := g.perApp
+	if trusted {
+		key, perApp = "t:"+memberID, g.perAppTrusted
 	}
-	ok := l.Allow()
+	g.mu.Lock()
+	b := g.perMember[key]
+	if b == nil {
+		if len(g.perMember) >= maxVerifyMembers {
+			g.perMember = make(map[string]*memberBudget)
+		}
+		b = &memberBudget{lim: rate.NewLimiter(g.every, g.burst)}
+		g.perMember[key] = b
+	}
+	ok := b.running < maxVerifyPerMember && b.lim.Allow()
+	if ok {
+		b.running++
+	}
 	g.mu.Unlock()
 	if !ok {
 		return nil, errVerifyThrottled
 	}
-	r := g.perApp.Reserve()
+	done := func() {
+		g.mu.Lock()
+		b.running--
+		g.mu.Unlock()
+	}
+	r := perApp.Reserve()
 	if d := r.Delay(); d > maxVerifyWait {
 		r.Cancel()
+		done()
 		return nil, errVerifyBusy
 	} else if d > 0 {
 		t := time.NewTimer(d)
@@ -407,15 +505,32 @@ func (g *verifyGate) enter(ctx context.Context, memberID string) (release func()
 		case <-ctx.Done():
 			t.Stop()
 			r.Cancel()
+			done()
 			return nil, errVerifyBusy
 		}
 	}
+	wait := time.NewTimer(maxVerifyWait)
+	defer wait.Stop()
 	select {
 	case g.inFlight <- struct{}{}:
-		return func() { <-g.inFlight }, nil
+		return func() { <-g.inFlight; done() }, nil
+	case <-wait.C:
 	case <-ctx.Done():
-		return nil, errVerifyBusy
 	}
+	done()
+	return nil, errVerifyBusy
+}
+
+// internalHost reports whether host (no port) is one the App must not send a token to unless
+// told so: localhost, or a loopback, link-local or unspecified address.
+func internalHost(host string) bool {
+	h := strings.TrimSuffix(strings.ToLower(host), ".")
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(h, "[]"))
+	return ip != nil && (ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsInterfaceLocalMulticast() || ip.IsUnspecified())
 }
 
 // clipScope bounds a scope list taken from a reply.
