@@ -78,7 +78,7 @@ func (a *App) EventHandler(fn EventFunc) http.Handler {
 // inboundState is what an App keeps for inbound requests besides the portal cache.
 type inboundState struct {
 	frameGateOnce sync.Once
-	frameGate     *verifyGate
+	frameGate     *frameGate
 
 	offlineMu   sync.Mutex
 	offlineLeft map[string][]string // member_id → reservations (process_id) not fully settled

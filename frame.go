@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -125,7 +126,9 @@ func (a *App) Frame(r *http.Request) (*Frame, error) {
 	if err != nil {
 		return nil, fmt.Errorf("b24oauth: verifying a page request: %w", err)
 	}
-	info, err := a.appInfoAt(ctx, stored.ServerEndpoint, authID)
+	vctx, cancel := context.WithTimeout(ctx, frameVerifyTimeout)
+	info, err := a.appInfoAt(vctx, stored.ServerEndpoint, authID)
+	cancel()
 	release()
 	if err != nil {
 		if _, ok := refusal(err); ok {
@@ -195,23 +198,75 @@ func (a *App) installedParams(ctx context.Context, memberID string) (OAuthParams
 	return inst.OAuthParams, err
 }
 
-// Bounds of page verification: pages open far more often than apps are installed.
+// Bounds of page verification: pages open far more often than apps are installed, by many
+// users of a portal at once.
 const (
 	frameVerifyPerMemberBurst = 30
 	frameVerifyPerMemberEvery = 100 * time.Millisecond
 	frameVerifyRate           = 100 // per second per App
 	frameVerifyInFlight       = 64
+	frameVerifyMembers        = 10000 // per-portal limiters kept; the map restarts past it
+	frameVerifyWait           = 2 * time.Second
+	frameVerifyTimeout        = 10 * time.Second // one app.info request
 )
 
-// frameGate bounds the OAuth server requests page verifications cause.
-func (a *App) frameGate() *verifyGate {
+var (
+	errFrameThrottled = errors.New("b24oauth: too many page requests of this portal being verified; retry later")
+	errFrameBusy      = errors.New("b24oauth: too many page requests being verified; retry later")
+)
+
+// frameGate bounds the OAuth server requests page verifications cause: per portal, per App,
+// and in flight.
+type frameGate struct {
+	perApp   *rate.Limiter
+	inFlight chan struct{}
+
+	mu        sync.Mutex
+	perMember map[string]*rate.Limiter
+}
+
+func (a *App) frameGate() *frameGate {
 	in := &a.inbound
 	in.frameGateOnce.Do(func() {
-		g := newVerifyGate()
-		g.burst, g.every = frameVerifyPerMemberBurst, rate.Every(frameVerifyPerMemberEvery)
-		g.perApp = rate.NewLimiter(frameVerifyRate, 2*frameVerifyRate)
-		g.inFlight = make(chan struct{}, frameVerifyInFlight)
-		in.frameGate = g
+		in.frameGate = &frameGate{
+			perApp:    rate.NewLimiter(frameVerifyRate, 2*frameVerifyRate),
+			inFlight:  make(chan struct{}, frameVerifyInFlight),
+			perMember: make(map[string]*rate.Limiter),
+		}
 	})
 	return in.frameGate
+}
+
+// enter admits one verification for memberID, or refuses it.
+func (g *frameGate) enter(ctx context.Context, memberID string) (release func(), err error) {
+	g.mu.Lock()
+	l := g.perMember[memberID]
+	if l == nil {
+		if len(g.perMember) >= frameVerifyMembers {
+			g.perMember = make(map[string]*rate.Limiter)
+		}
+		l = rate.NewLimiter(rate.Every(frameVerifyPerMemberEvery), frameVerifyPerMemberBurst)
+		g.perMember[memberID] = l
+	}
+	ok := l.Allow()
+	g.mu.Unlock()
+	if !ok {
+		return nil, errFrameThrottled
+	}
+	r := g.perApp.Reserve()
+	if d := r.Delay(); d > frameVerifyWait {
+		r.Cancel()
+		return nil, errFrameBusy
+	} else if d > 0 {
+		if err := sleepContext(ctx, d); err != nil {
+			r.Cancel()
+			return nil, errFrameBusy
+		}
+	}
+	select {
+	case g.inFlight <- struct{}{}:
+		return func() { <-g.inFlight }, nil
+	case <-ctx.Done():
+		return nil, errFrameBusy
+	}
 }
