@@ -38,7 +38,10 @@ const (
 //   - an event with another application_token than the stored installation's (a reinstall whose
 //     uninstall event was lost) replaces it only when the stored pair no longer works at the
 //     OAuth server, which is what an uninstall leaves behind;
-//   - an event whose pair is older than the stored one (a replay) does not replace it.
+//   - an event whose pair is older than the stored one (a replay) does not replace it;
+//   - a first install is created only where none is stored (CreateInstallation): of two first
+//     installs arriving together (the ONAPPINSTALL event and the install page POST), the
+//     second is merged with the first by the rules above.
 //
 // Verification costs one app.info request to the OAuth server and one user.admin request to
 // the portal per event (and, for a reinstall, one more app.info with the stored token). It is
@@ -57,6 +60,12 @@ func (a *App) InstallHandler() http.Handler { return http.HandlerFunc(a.serveIns
 // installation stored without an application token (older install pages, portals connected by
 // authorization code) is removed only when the OAuth server refuses its tokens (503 when it
 // cannot be asked).
+//
+// The check at the OAuth server comes first; the delete then compares the application token
+// again against the installation as it is at that moment, and deletes it only if it still holds
+// the pair that was checked (DeleteInstallationIf): a reinstall stored meanwhile is not deleted
+// (403), and a pair stored meanwhile with the same application token is checked once more (a
+// second change is 503).
 func (a *App) UninstallHandler() http.Handler { return http.HandlerFunc(a.serveUninstall) }
 
 // eventError is a rejected request: its HTTP status and a short reason for the sender.
@@ -236,7 +245,7 @@ func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (I
 	var stored Installation
 	var kind InstallKind
 	var after error // refuse the event, though fn wrote (a stored pair it had to refresh)
-	err = store.Update(ctx, inst.MemberID, func(cur Installation) (Installation, error) {
+	apply := func(cur Installation) (Installation, error) {
 		stored, after = Installation{}, nil
 		kind = InstallAgain
 		if update {
@@ -273,7 +282,18 @@ func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (I
 		}
 		stored = merge(cur, inst)
 		return stored, nil
-	})
+	}
+	err = store.Update(ctx, inst.MemberID, apply)
+	if errors.Is(err, ErrNotInstalled) {
+		// A first install, created only where none is stored: another first install of the
+		// portal that got there first (the ONAPPINSTALL event and the install page POST arrive
+		// together) is merged with by the rules above, once, instead of overwritten.
+		if err = CreateInstallation(ctx, store, inst); err == nil {
+			return inst, InstallNew, nil
+		} else if errors.Is(err, ErrAlreadyInstalled) {
+			err = store.Update(ctx, inst.MemberID, apply)
+		}
+	}
 	switch {
 	case err == nil && after != nil:
 		return stored, 0, after
@@ -281,13 +301,6 @@ func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (I
 		return stored, kind, nil
 	case errors.Is(err, errNoWrite):
 		return stored, kind, nil
-	case errors.Is(err, ErrNotInstalled):
-		if err := store.Save(ctx, inst); err != nil {
-			a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: storing an installation failed",
-				slog.String("member_id", inst.MemberID), slog.Any("error", err))
-			return inst, 0, err
-		}
-		return inst, InstallNew, nil
 	default:
 		var ee *eventError
 		if !errors.As(err, &ee) {
@@ -341,61 +354,97 @@ func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request) {
 	hookCtx := context.WithoutCancel(r.Context())
 	ctx, cancel := context.WithTimeout(hookCtx, a.cfg.EventTimeout)
 	defer cancel()
-	inst, err := a.cfg.Store.Load(ctx, memberID)
-	switch {
-	case errors.Is(err, ErrNotInstalled):
+	notInstalled := func() {
 		a.evict(memberID)
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("not installed\n"))
-		return
-	case err != nil:
-		a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: loading an installation failed", slog.String("member_id", memberID), slog.Any("error", err))
-		a.reject(w, r, &eventError{http.StatusServiceUnavailable, "installation store unavailable"})
-		return
 	}
-	// An installation stored without an application token (an older install page, a portal
-	// connected by authorization code) has nothing to compare: the dead stored pair below is
-	// then the only proof, and it must be certain.
-	noToken := inst.ApplicationToken == ""
-	if !noToken && !tokensEqual(inst.ApplicationToken, appToken) {
-		a.reject(w, r, &eventError{http.StatusForbidden, "application_token does not match the installation"})
-		return
-	}
-	// An uninstall revokes every token of the app on the portal: stored tokens that still work
-	// mean the event is not Bitrix24's (the application token is shown to every user who opens
-	// an app page). Bounded like install verification.
-	release, err := a.verifyGate.enter(ctx, memberID)
-	if err != nil {
-		a.reject(w, r, asEventError(err))
-		return
-	}
-	state, next, err := a.storedPairState(ctx, inst)
-	release()
-	if next != nil {
-		// The check spent the stored refresh token: store its successor whatever follows.
-		if werr := a.persistChecked(ctx, inst, *next); werr != nil {
-			a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: storing a refreshed pair failed", slog.String("member_id", memberID), slog.Any("error", werr))
+	var inst Installation
+	for attempt := 1; ; attempt++ {
+		var err error
+		inst, err = a.cfg.Store.Load(ctx, memberID)
+		switch {
+		case errors.Is(err, ErrNotInstalled):
+			notInstalled()
+			return
+		case err != nil:
+			a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: loading an installation failed", slog.String("member_id", memberID), slog.Any("error", err))
+			a.reject(w, r, &eventError{http.StatusServiceUnavailable, "installation store unavailable"})
+			return
 		}
-	}
-	switch {
-	case err != nil && noToken:
-		a.reject(w, r, asEventError(err))
-		return
-	case err != nil:
-		// The OAuth server could not tell: an uninstall is not refused for that (Bitrix24 does
-		// not resend events), but it is logged.
-		a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: could not check the stored tokens of an uninstalled portal; uninstalling",
-			slog.String("member_id", memberID))
-	case state == pairAlive:
-		a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: uninstall event refused: the installed tokens still work",
-			slog.String("member_id", memberID))
-		a.reject(w, r, &eventError{http.StatusForbidden, "the installation's tokens still work: not an uninstall"})
-		return
-	}
-	if err := a.cfg.Store.Delete(ctx, memberID); err != nil {
-		a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: deleting an installation failed", slog.String("member_id", memberID), slog.Any("error", err))
-		a.reject(w, r, &eventError{http.StatusServiceUnavailable, "installation store unavailable"})
-		return
+		// An installation stored without an application token (an older install page, a portal
+		// connected by authorization code) has nothing to compare: the dead stored pair below is
+		// then the only proof, and it must be certain.
+		noToken := inst.ApplicationToken == ""
+		if !noToken && !tokensEqual(inst.ApplicationToken, appToken) {
+			a.reject(w, r, errUninstallTokenMismatch)
+			return
+		}
+		// An uninstall revokes every token of the app on the portal: stored tokens that still work
+		// mean the event is not Bitrix24's (the application token is shown to every user who opens
+		// an app page). Bounded like install verification.
+		release, err := a.verifyGate.enter(ctx, memberID)
+		if err != nil {
+			a.reject(w, r, asEventError(err))
+			return
+		}
+		state, next, err := a.storedPairState(ctx, inst)
+		release()
+		if next != nil {
+			// The check spent the stored refresh token: store its successor whatever follows.
+			if werr := a.persistChecked(ctx, inst, *next); werr != nil {
+				a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: storing a refreshed pair failed", slog.String("member_id", memberID), slog.Any("error", werr))
+			}
+		}
+		switch {
+		case err != nil && noToken:
+			a.reject(w, r, asEventError(err))
+			return
+		case err != nil:
+			// The OAuth server could not tell: an uninstall is not refused for that (Bitrix24 does
+			// not resend events), but it is logged.
+			a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: could not check the stored tokens of an uninstalled portal; uninstalling",
+				slog.String("member_id", memberID))
+		case state == pairAlive:
+			a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: uninstall event refused: the installed tokens still work",
+				slog.String("member_id", memberID))
+			a.reject(w, r, &eventError{http.StatusForbidden, "the installation's tokens still work: not an uninstall"})
+			return
+		}
+		// The check above took time (the OAuth server): the installation is deleted only as it is
+		// now, compared again, and only if it still holds the pair that was checked. A reinstall
+		// stored meanwhile has another application token: not this event's to delete.
+		checked := inst.RefreshToken
+		err = DeleteInstallationIf(ctx, a.cfg.Store, memberID, func(cur Installation) error {
+			if cur.ApplicationToken != "" && !tokensEqual(cur.ApplicationToken, appToken) {
+				return errUninstallTokenMismatch
+			}
+			if cur.RefreshToken != checked {
+				return errUninstallPairChanged
+			}
+			inst = cur
+			return nil
+		})
+		if errors.Is(err, errUninstallPairChanged) && attempt == 1 {
+			// Another pair was stored since the check (an install event, a refresh): check
+			// that one, once.
+			continue
+		}
+		var ee *eventError
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrNotInstalled):
+			notInstalled() // removed meanwhile (by another uninstall)
+			return
+		case errors.As(err, &ee):
+			a.reject(w, r, ee)
+			return
+		default:
+			a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: deleting an installation failed", slog.String("member_id", memberID), slog.Any("error", err))
+			a.reject(w, r, &eventError{http.StatusServiceUnavailable, "installation store unavailable"})
+			return
+		}
+		break
 	}
 	a.evict(memberID)
 	clean := form.Get("data[CLEAN]") == "1"
@@ -406,6 +455,12 @@ func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = w.Write([]byte("ok\n"))
 }
+
+// Why an uninstall deletes nothing, found at the moment of the delete.
+var (
+	errUninstallTokenMismatch = &eventError{http.StatusForbidden, "application_token does not match the installation"}
+	errUninstallPairChanged   = &eventError{http.StatusServiceUnavailable, "the installation changed while the uninstall was checked; retry"}
+)
 
 // persistChecked writes next, the successor of cur's pair that a check had to exchange for,
 // unless the store moved on meanwhile.
