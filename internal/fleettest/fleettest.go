@@ -168,9 +168,17 @@ func newFleet(t *testing.T, cfg Config, pattern string) *fleet {
 		t.Fatalf("fleettest: opening the store in the parent: %v", err)
 	}
 	t.Cleanup(closeStore)
+	inst := InstallationOf(fake, p, time.Now())
+	if err := store.Save(ctx, inst); err != nil {
+		t.Fatalf("fleettest: installing the portal: %v", err)
+	}
+	return &fleet{cfg: cfg, pattern: pattern, ctx: ctx, fake: fake, portal: p, arg: arg, store: store}
+}
+
+// InstallationOf is what an install of the fake's portal p stores at now: its current pair.
+func InstallationOf(fake *b24test.Server, p *b24test.Portal, now time.Time) b24oauth.Installation {
 	tok := p.Tokens()
-	now := time.Now().UTC()
-	inst := b24oauth.Installation{
+	return b24oauth.Installation{
 		OAuthParams: b24oauth.OAuthParams{
 			ApplicationToken: p.ApplicationToken(),
 			UserID:           1,
@@ -178,7 +186,7 @@ func newFleet(t *testing.T, cfg Config, pattern string) *fleet {
 			AccessToken:      tok.AccessToken,
 			RefreshToken:     tok.RefreshToken,
 			Expires:          tok.Expires.Unix(),
-			ExpiresIn:        3600,
+			ExpiresIn:        int64(b24test.DefaultAccessTokenTTL.Seconds()),
 			Scope:            p.Scope(),
 			Domain:           p.Domain(),
 			ClientEndpoint:   p.ClientEndpoint(),
@@ -186,13 +194,9 @@ func newFleet(t *testing.T, cfg Config, pattern string) *fleet {
 			Status:           b24oauth.AppStatus(p.Status()),
 		},
 		State:       b24oauth.StateActive,
-		InstalledAt: now,
-		UpdatedAt:   now,
+		InstalledAt: now.UTC(),
+		UpdatedAt:   now.UTC(),
 	}
-	if err := store.Save(ctx, inst); err != nil {
-		t.Fatalf("fleettest: installing the portal: %v", err)
-	}
-	return &fleet{cfg: cfg, pattern: pattern, ctx: ctx, fake: fake, portal: p, arg: arg, store: store}
 }
 
 // oneRefresh: just after the access token expired, every goroutine of every process calls.
