@@ -128,6 +128,33 @@ func (s *spyStore) Update(ctx context.Context, memberID string, fn func(cur b24o
 	return err
 }
 
+// Create creates inst in the wrapped store as the App would (its Create, or the fallback of
+// CreateInstallation); it fails on demand like Save.
+func (s *spyStore) Create(ctx context.Context, inst b24oauth.Installation) error {
+	if s.shouldFail(nil, inst) {
+		return errStoreDown
+	}
+	err := b24oauth.CreateInstallation(ctx, s.TokenStore, inst)
+	if err == nil {
+		s.writes.Add(1)
+	}
+	return err
+}
+
+// DeleteIf deletes from the wrapped store as the App would (its DeleteIf, or the fallback of
+// DeleteInstallationIf).
+func (s *spyStore) DeleteIf(ctx context.Context, memberID string, fn func(cur b24oauth.Installation) error) error {
+	err := b24oauth.DeleteInstallationIf(ctx, s.TokenStore, memberID, fn)
+	if err == nil {
+		s.writes.Add(1)
+	}
+	return err
+}
+
+// plainStore hides every method of its store but those of TokenStore: a store of a user's
+// that has none of the optional ones.
+type plainStore struct{ b24oauth.TokenStore }
+
 // List lists the wrapped store's installations, or yields ErrNotLister when it cannot.
 func (s *spyStore) List(ctx context.Context) iter.Seq2[string, error] {
 	if l, ok := s.TokenStore.(b24oauth.Lister); ok {

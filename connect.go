@@ -284,6 +284,12 @@ func (a *App) connectedInstallation(ctx context.Context, host string, r tokenRep
 // storeConnection writes a verified connection by the rules in Connect's doc and returns what
 // is stored and what the connection did (0: nothing, a newer pair is stored).
 func (a *App) storeConnection(ctx context.Context, inst Installation) (Installation, InstallKind, error) {
+	return a.storeConnectionOnce(ctx, inst, true)
+}
+
+// storeConnectionOnce is storeConnection; retry: a create that lost a race with another first
+// write of the portal is merged by the same rules once.
+func (a *App) storeConnectionOnce(ctx context.Context, inst Installation, retry bool) (Installation, InstallKind, error) {
 	store := a.cfg.Store
 	var stored Installation
 	var kind InstallKind
@@ -321,7 +327,11 @@ func (a *App) storeConnection(ctx context.Context, inst Installation) (Installat
 	case err == nil, errors.Is(err, errNoWrite):
 		return stored, kind, nil
 	case errors.Is(err, ErrNotInstalled):
-		if err := store.Save(ctx, inst); err != nil {
+		err := CreateInstallation(ctx, store, inst)
+		if errors.Is(err, ErrAlreadyInstalled) && retry {
+			return a.storeConnectionOnce(ctx, inst, false)
+		}
+		if err != nil {
 			a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: storing a connected installation failed",
 				slog.String("member_id", inst.MemberID), slog.Any("error", err))
 			return Installation{}, 0, err

@@ -12,6 +12,10 @@ var (
 	// installed on that portal, or it was uninstalled.
 	ErrNotInstalled = errors.New("b24oauth: application is not installed on this portal")
 
+	// ErrAlreadyInstalled is returned by Creator.Create (and CreateInstallation) when the
+	// member_id already has an installation: nothing was written.
+	ErrAlreadyInstalled = errors.New("b24oauth: an installation is already stored for this portal")
+
 	// ErrAppTokenMismatch reports an event whose application_token does not match the one stored
 	// for its member_id: it was not sent by Bitrix24 for this installation.
 	ErrAppTokenMismatch = errors.New("b24oauth: application_token does not match the stored installation")

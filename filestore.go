@@ -130,18 +130,9 @@ func (s *FileStore) Save(ctx context.Context, inst Installation) error {
 	if !ValidMemberID(inst.MemberID) {
 		return errSaveMalformedMember
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	unlock, err := s.lock(ctx, inst.MemberID)
-	if err != nil {
-		return err
-	}
-	defer unlock(false)
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return s.write(inst)
+	return s.locked(ctx, inst.MemberID, func() (bool, error) {
+		return false, s.write(inst)
+	})
 }
 
 // Delete removes the installation of memberID, its lock file and any interrupted write of it;
@@ -151,6 +142,13 @@ func (s *FileStore) Delete(ctx context.Context, memberID string) error {
 	if !ValidMemberID(memberID) {
 		return nil // nothing can be stored under it
 	}
+	return s.locked(ctx, memberID, func() (bool, error) { return s.remove(memberID) })
+}
+
+// locked runs f holding memberID's lock, once ctx has been checked before and after taking
+// it. When f reports the record gone, the lock file goes too, removed while still locked (see
+// lockFile), so that uninstalled portals leave nothing behind.
+func (s *FileStore) locked(ctx context.Context, memberID string, f func() (gone bool, err error)) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -158,25 +156,77 @@ func (s *FileStore) Delete(ctx context.Context, memberID string) error {
 	if err != nil {
 		return err
 	}
-	// Once the record is gone, its lock file goes too, removed while still locked (see
-	// lockFile), so that uninstalled portals leave nothing behind.
 	gone := false
 	defer func() { unlock(gone) }()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	gone, err = f()
+	return err
+}
+
+// remove deletes the record of memberID and any interrupted write of it; gone reports that
+// both are gone. The caller holds the member's lock.
+func (s *FileStore) remove(memberID string) (gone bool, err error) {
 	// The temporary file first: left behind, it would bring the record back.
 	if err := removeIfExists(s.tempPath(memberID)); err != nil {
-		return fmt.Errorf("b24oauth: file store: %w", err)
+		return false, fmt.Errorf("b24oauth: file store: %w", err)
 	}
 	if err := removeIfExists(s.recordPath(memberID)); err != nil {
-		return fmt.Errorf("b24oauth: file store: %w", err)
+		return false, fmt.Errorf("b24oauth: file store: %w", err)
 	}
-	gone = true
 	if err := syncDir(s.dir); err != nil {
-		return fmt.Errorf("b24oauth: file store: sync %s: %w", s.dir, err)
+		return true, fmt.Errorf("b24oauth: file store: sync %s: %w", s.dir, err)
 	}
-	return nil
+	return true, nil
+}
+
+// readSettled settles an interrupted write of memberID, then reads its record. The caller
+// holds the member's lock.
+func (s *FileStore) readSettled(memberID string) (Installation, error) {
+	if err := s.settle(memberID); err != nil {
+		return Installation{}, err
+	}
+	return s.read(memberID)
+}
+
+// Create stores inst if its member_id (which must be well formed) has no record, and otherwise
+// returns an error matching ErrAlreadyInstalled (see Creator). The check and the write hold
+// the member's lock, in this process and across processes sharing the directory (see
+// FileStore), like Update. A write of the member that a crash interrupted is settled first,
+// so a record it holds counts as stored.
+func (s *FileStore) Create(ctx context.Context, inst Installation) error {
+	if !ValidMemberID(inst.MemberID) {
+		return errSaveMalformedMember
+	}
+	return s.locked(ctx, inst.MemberID, func() (bool, error) {
+		switch _, err := s.readSettled(inst.MemberID); {
+		case err == nil:
+			return false, ErrAlreadyInstalled
+		case !errors.Is(err, ErrNotInstalled):
+			return false, err // a corrupt record is not overwritten by a Create
+		}
+		return false, s.write(inst)
+	})
+}
+
+// DeleteIf deletes the record of memberID (with its lock file and any interrupted write) if fn,
+// called with it, returns nil (see ConditionalDeleter). fn runs with the member's lock held, as
+// Update's does, and must not call the store for the same member_id.
+func (s *FileStore) DeleteIf(ctx context.Context, memberID string, fn func(cur Installation) error) error {
+	if !ValidMemberID(memberID) {
+		return errMalformedMember
+	}
+	return s.locked(ctx, memberID, func() (bool, error) {
+		cur, err := s.readSettled(memberID)
+		if err != nil {
+			return errors.Is(err, ErrNotInstalled), err // no record: its lock file goes too
+		}
+		if err := fn(cur); err != nil {
+			return false, err
+		}
+		return s.remove(memberID)
+	})
 }
 
 // Update calls fn with the installation of memberID and stores what fn returns, atomically:
@@ -193,32 +243,20 @@ func (s *FileStore) Update(ctx context.Context, memberID string, fn func(cur Ins
 	if !ValidMemberID(memberID) {
 		return errMalformedMember
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	unlock, err := s.lock(ctx, memberID)
-	if err != nil {
-		return err
-	}
-	defer unlock(false)
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := s.settle(memberID); err != nil {
-		return err
-	}
-	cur, err := s.read(memberID)
-	if err != nil {
-		return err
-	}
-	next, err := fn(cur)
-	if err != nil {
-		return err
-	}
-	if next.MemberID != memberID {
-		return fmt.Errorf("b24oauth: Update of member %q: fn changed MemberID to %q", memberID, next.MemberID)
-	}
-	return s.write(next)
+	return s.locked(ctx, memberID, func() (bool, error) {
+		cur, err := s.readSettled(memberID)
+		if err != nil {
+			return false, err
+		}
+		next, err := fn(cur)
+		if err != nil {
+			return false, err
+		}
+		if next.MemberID != memberID {
+			return false, fmt.Errorf("b24oauth: Update of member %q: fn changed MemberID to %q", memberID, next.MemberID)
+		}
+		return false, s.write(next)
+	})
 }
 
 // List yields the member_id of every record in the directory (see Lister), reading the

@@ -38,7 +38,10 @@ const (
 //   - an event with another application_token than the stored installation's (a reinstall whose
 //     uninstall event was lost) replaces it only when the stored pair no longer works at the
 //     OAuth server, which is what an uninstall leaves behind;
-//   - an event whose pair is older than the stored one (a replay) does not replace it.
+//   - an event whose pair is older than the stored one (a replay) does not replace it;
+//   - a first install is created only where none is stored (CreateInstallation): of two first
+//     installs arriving together (the ONAPPINSTALL event and the install page POST), the
+//     second is merged with the first by the rules above.
 //
 // Verification costs one app.info request to the OAuth server and one user.admin request to
 // the portal per event (and, for a reinstall, one more app.info with the stored token). It is
@@ -57,6 +60,12 @@ func (a *App) InstallHandler() http.Handler { return http.HandlerFunc(a.serveIns
 // installation stored without an application token (older install pages, portals connected by
 // authorization code) is removed only when the OAuth server refuses its tokens (503 when it
 // cannot be asked).
+//
+// The check at the OAuth server comes first; the delete then compares the application token
+// again against the installation as it is at that moment, and deletes it only if it still holds
+// the pair that was checked (DeleteInstallationIf): a reinstall stored meanwhile is not deleted
+// (403), and a pair stored meanwhile with the same application token is checked once more (a
+// second change is 503).
 func (a *App) UninstallHandler() http.Handler { return http.HandlerFunc(a.serveUninstall) }
 
 // eventError is a rejected request: its HTTP status and a short reason for the sender.
@@ -250,7 +259,7 @@ func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (I
 	var stored Installation
 	var kind InstallKind
 	var after error // refuse the event, though fn wrote (a stored pair it had to refresh)
-	err = store.Update(ctx, inst.MemberID, func(cur Installation) (Installation, error) {
+	apply := func(cur Installation) (Installation, error) {
 		stored, after = Installation{}, nil
 		kind = InstallAgain
 		if update {
@@ -304,7 +313,18 @@ func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (I
 		}
 		stored = merge(cur, inst)
 		return stored, nil
-	})
+	}
+	err = store.Update(ctx, inst.MemberID, apply)
+	if errors.Is(err, ErrNotInstalled) {
+		// A first install, created only where none is stored: another first install of the
+		// portal that got there first (the ONAPPINSTALL event and the install page POST arrive
+		// together) is merged with by the rules above, once, instead of overwritten.
+		if err = CreateInstallation(ctx, store, inst); err == nil {
+			return inst, InstallNew, nil
+		} else if errors.Is(err, ErrAlreadyInstalled) {
+			err = store.Update(ctx, inst.MemberID, apply)
+		}
+	}
 	switch {
 	case err == nil && after != nil:
 		return stored, 0, after
@@ -312,13 +332,6 @@ func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (I
 		return stored, kind, nil
 	case errors.Is(err, errNoWrite):
 		return stored, kind, nil
-	case errors.Is(err, ErrNotInstalled):
-		if err := store.Save(ctx, inst); err != nil {
-			a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: storing an installation failed",
-				slog.String("member_id", inst.MemberID), slog.Any("error", err))
-			return inst, 0, err
-		}
-		return inst, InstallNew, nil
 	default:
 		var ee *eventError
 		if !errors.As(err, &ee) {
@@ -372,82 +385,112 @@ func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request) {
 	hookCtx := context.WithoutCancel(r.Context())
 	ctx, cancel := context.WithTimeout(hookCtx, a.cfg.EventTimeout)
 	defer cancel()
-	inst, err := a.cfg.Store.Load(ctx, memberID)
-	switch {
-	case errors.Is(err, ErrNotInstalled):
+	notInstalled := func() {
 		a.evict(memberID)
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("not installed\n"))
-		return
-	case err != nil:
-		a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: loading an installation failed", slog.String("member_id", memberID), slog.Any("error", err))
-		a.reject(w, r, &eventError{http.StatusServiceUnavailable, "installation store unavailable"})
-		return
 	}
-	// An installation stored without an application token (an older install page, a portal
-	// connected by authorization code) has nothing to compare: the dead stored pair below is
-	// then the only proof, and it must be certain.
-	noToken := inst.ApplicationToken == ""
-	if !noToken && !tokensEqual(inst.ApplicationToken, appToken) {
-		a.reject(w, r, &eventError{http.StatusForbidden, "application_token does not match the installation"})
-		return
-	}
-	// An uninstall revokes every token of the app on the portal: stored tokens that still work
-	// mean the event is not Bitrix24's (the application token is shown to every user who opens
-	// an app page). The check runs under the member's lock (it may exchange the stored refresh
-	// token, which must not race a refresh) against the record as it is then; a check that
-	// cannot be made refuses the uninstall (503): deleting on a guess would let anyone holding
-	// the leaked application token remove a live installation whenever the OAuth server is slow.
-	release, err := a.verifyGate.enter(ctx, memberID, !noToken)
-	if err != nil {
-		a.reject(w, r, asEventError(err))
-		return
-	}
-	var checked Installation
-	alive := false
-	err = a.cfg.Store.Update(ctx, memberID, func(cur Installation) (Installation, error) {
-		if cur.ApplicationToken != "" && !tokensEqual(cur.ApplicationToken, appToken) {
-			return cur, errAppTokenMismatch
-		}
-		state, next, err := a.storedPairState(ctx, cur)
-		if err != nil {
-			return cur, err
-		}
-		checked, alive = cur, state == pairAlive
-		if next != nil { // the check spent the stored refresh token: keep its successor
-			return a.withSuccessor(cur, *next), nil
-		}
-		return cur, errNoWrite
-	})
-	release()
-	switch {
-	case errors.Is(err, ErrNotInstalled):
-		a.evict(memberID)
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("not installed\n"))
-		return
-	case err != nil && !errors.Is(err, errNoWrite):
-		var ee *eventError
-		if !errors.As(err, &ee) {
-			a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: checking an uninstalled portal's tokens failed", slog.String("member_id", memberID), slog.Any("error", err))
-		}
-		a.reject(w, r, asEventError(err))
-		return
-	case alive:
-		a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: uninstall event refused: the installed tokens still work",
-			slog.String("member_id", memberID))
-		a.reject(w, r, &eventError{http.StatusForbidden, "the installation's tokens still work: not an uninstall"})
-		return
-	}
-	inst = checked
-	if err := a.deleteChecked(ctx, checked); err != nil {
-		if errors.Is(err, errRecordChanged) {
-			a.reject(w, r, &eventError{http.StatusConflict, "the installation changed while the uninstall was checked"})
+	var inst Installation
+	for attempt := 1; ; attempt++ {
+		var err error
+		inst, err = a.cfg.Store.Load(ctx, memberID)
+		switch {
+		case errors.Is(err, ErrNotInstalled):
+			notInstalled()
+			return
+		case err != nil:
+			a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: loading an installation failed", slog.String("member_id", memberID), slog.Any("error", err))
+			a.reject(w, r, &eventError{http.StatusServiceUnavailable, "installation store unavailable"})
 			return
 		}
-		a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: deleting an installation failed", slog.String("member_id", memberID), slog.Any("error", err))
-		a.reject(w, r, &eventError{http.StatusServiceUnavailable, "installation store unavailable"})
-		return
+		// An installation stored without an application token (an older install page, a portal
+		// connected by authorization code) has nothing to compare: the dead stored pair below is
+		// then the only proof, and it must be certain.
+		noToken := inst.ApplicationToken == ""
+		if !noToken && !tokensEqual(inst.ApplicationToken, appToken) {
+			a.reject(w, r, errUninstallTokenMismatch)
+			return
+		}
+		// An uninstall revokes every token of the app on the portal: stored tokens that still
+		// work mean the event is not Bitrix24's (the application token is shown to every user who
+		// opens an app page). The check runs under the member's lock (it may exchange the stored
+		// refresh token, which must not race a refresh) against the record as it is then; a check
+		// that cannot be made refuses the uninstall (503): deleting on a guess would let anyone
+		// holding the leaked application token remove a live installation whenever the OAuth
+		// server is slow.
+		release, err := a.verifyGate.enter(ctx, memberID, !noToken)
+		if err != nil {
+			a.reject(w, r, asEventError(err))
+			return
+		}
+		var checked Installation
+		alive := false
+		err = a.cfg.Store.Update(ctx, memberID, func(cur Installation) (Installation, error) {
+			if cur.ApplicationToken != "" && !tokensEqual(cur.ApplicationToken, appToken) {
+				return cur, errUninstallTokenMismatch
+			}
+			state, next, err := a.storedPairState(ctx, cur)
+			if err != nil {
+				return cur, err
+			}
+			checked, alive = cur, state == pairAlive
+			if next != nil { // the check spent the stored refresh token: keep its successor
+				return a.withSuccessor(cur, *next), nil
+			}
+			return cur, errNoWrite
+		})
+		release()
+		switch {
+		case errors.Is(err, ErrNotInstalled):
+			notInstalled()
+			return
+		case err != nil && !errors.Is(err, errNoWrite):
+			var ee *eventError
+			if !errors.As(err, &ee) {
+				a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: checking an uninstalled portal's tokens failed", slog.String("member_id", memberID), slog.Any("error", err))
+			}
+			a.reject(w, r, asEventError(err))
+			return
+		case alive:
+			a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: uninstall event refused: the installed tokens still work",
+				slog.String("member_id", memberID))
+			a.reject(w, r, &eventError{http.StatusForbidden, "the installation's tokens still work: not an uninstall"})
+			return
+		}
+		// The installation is deleted only as it is at the delete, compared again, and only if
+		// it still holds the pair that was checked. A reinstall stored meanwhile has another
+		// application token: not this event's to delete.
+		checkedRefresh := checked.RefreshToken
+		err = DeleteInstallationIf(ctx, a.cfg.Store, memberID, func(cur Installation) error {
+			if cur.ApplicationToken != "" && !tokensEqual(cur.ApplicationToken, appToken) {
+				return errUninstallTokenMismatch
+			}
+			if cur.RefreshToken != checkedRefresh {
+				return errUninstallPairChanged
+			}
+			inst = cur
+			return nil
+		})
+		if errors.Is(err, errUninstallPairChanged) && attempt == 1 {
+			// Another pair was stored since the check (an install event, a refresh): check
+			// that one, once.
+			continue
+		}
+		var ee *eventError
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrNotInstalled):
+			notInstalled() // removed meanwhile (by another uninstall)
+			return
+		case errors.As(err, &ee):
+			a.reject(w, r, ee)
+			return
+		default:
+			a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: deleting an installation failed", slog.String("member_id", memberID), slog.Any("error", err))
+			a.reject(w, r, &eventError{http.StatusServiceUnavailable, "installation store unavailable"})
+			return
+		}
+		break
 	}
 	a.evict(memberID)
 	clean := form.Get("data[CLEAN]") == "1"
@@ -459,26 +502,11 @@ func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ok\n"))
 }
 
-// errAppTokenMismatch: the uninstall's application_token is not the stored installation's.
-var errAppTokenMismatch = &eventError{http.StatusForbidden, "application_token does not match the installation"}
-
-// errRecordChanged: the installation changed between an uninstall's check and its delete.
-var errRecordChanged = errors.New("b24oauth: the installation changed during the uninstall")
-
-// deleteChecked deletes the installation an uninstall checked, unless it changed since (a
-// refresh, a reinstall): then nothing is deleted and errRecordChanged is returned.
-func (a *App) deleteChecked(ctx context.Context, checked Installation) error {
-	cur, err := a.cfg.Store.Load(ctx, checked.MemberID)
-	switch {
-	case errors.Is(err, ErrNotInstalled):
-		return nil
-	case err != nil:
-		return err
-	case cur.RefreshToken != checked.RefreshToken || cur.ApplicationToken != checked.ApplicationToken:
-		return errRecordChanged
-	}
-	return a.cfg.Store.Delete(ctx, checked.MemberID)
-}
+// Why an uninstall deletes nothing, found at the moment of the delete.
+var (
+	errUninstallTokenMismatch = &eventError{http.StatusForbidden, "application_token does not match the installation"}
+	errUninstallPairChanged   = &eventError{http.StatusServiceUnavailable, "the installation changed while the uninstall was checked; retry"}
+)
 
 // parseUninstall validates an ONAPPUNINSTALL event in full before the store is consulted.
 func (a *App) parseUninstall(form url.Values) (memberID, appToken string, e *eventError) {

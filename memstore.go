@@ -87,6 +87,62 @@ func (s *MemoryStore) Update(ctx context.Context, memberID string, fn func(cur I
 	if !ValidMemberID(memberID) {
 		return errMalformedMember
 	}
+	return s.locked(ctx, memberID, func(cur Installation, ok bool) error {
+		if !ok {
+			return ErrNotInstalled
+		}
+		next, err := fn(cur)
+		if err != nil {
+			return err
+		}
+		if next.MemberID != memberID {
+			return fmt.Errorf("b24oauth: Update of member %q: fn changed MemberID to %q", memberID, next.MemberID)
+		}
+		// Stored even if ctx was cancelled while fn ran: fn may have spent a single-use refresh
+		// token, and dropping the pair it returns would lose the portal.
+		s.put(next)
+		return nil
+	})
+}
+
+// Create stores inst if its member_id (which must be well formed) has no installation, and
+// otherwise returns an error matching ErrAlreadyInstalled (see Creator). It waits for a Save,
+// Update or Delete of the same member_id in progress to finish.
+func (s *MemoryStore) Create(ctx context.Context, inst Installation) error {
+	if !ValidMemberID(inst.MemberID) {
+		return errSaveMalformedMember
+	}
+	return s.locked(ctx, inst.MemberID, func(_ Installation, exists bool) error {
+		if exists {
+			return ErrAlreadyInstalled
+		}
+		s.put(inst)
+		return nil
+	})
+}
+
+// DeleteIf deletes the installation of memberID if fn, called with it, returns nil (see
+// ConditionalDeleter); fn runs with the member's lock held, as Update's does.
+func (s *MemoryStore) DeleteIf(ctx context.Context, memberID string, fn func(cur Installation) error) error {
+	if !ValidMemberID(memberID) {
+		return errMalformedMember
+	}
+	return s.locked(ctx, memberID, func(cur Installation, ok bool) error {
+		if !ok {
+			return ErrNotInstalled
+		}
+		if err := fn(cur); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		delete(s.data, memberID)
+		s.mu.Unlock()
+		return nil
+	})
+}
+
+// locked runs f with memberID's lock held and its record (ok false: there is none).
+func (s *MemoryStore) locked(ctx context.Context, memberID string, f func(cur Installation, ok bool) error) error {
 	unlock, err := s.members.lock(ctx, memberID)
 	if err != nil {
 		return err
@@ -95,20 +151,7 @@ func (s *MemoryStore) Update(ctx context.Context, memberID string, fn func(cur I
 	s.mu.RLock()
 	cur, ok := s.data[memberID]
 	s.mu.RUnlock()
-	if !ok {
-		return ErrNotInstalled
-	}
-	next, err := fn(cur)
-	if err != nil {
-		return err
-	}
-	if next.MemberID != memberID {
-		return fmt.Errorf("b24oauth: Update of member %q: fn changed MemberID to %q", memberID, next.MemberID)
-	}
-	// Stored even if ctx was cancelled while fn ran: fn may have spent a single-use refresh
-	// token, and dropping the pair it returns would lose the portal.
-	s.put(next)
-	return nil
+	return f(cur, ok)
 }
 
 // List yields the member_id of every installation (see Lister). It takes a snapshot of the

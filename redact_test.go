@@ -130,6 +130,12 @@ var printCases = map[string]printCase{
 	}},
 	"MemoryStore": {values: func(w *printWorld) []any { return []any{w.mem} }},
 	"FileStore":   {values: func(w *printWorld) []any { return []any{w.files} }},
+	"Creator": {values: func(w *printWorld) []any {
+		return []any{b24oauth.Creator(w.mem), b24oauth.Creator(w.files)}
+	}},
+	"ConditionalDeleter": {values: func(w *printWorld) []any {
+		return []any{b24oauth.ConditionalDeleter(w.mem), b24oauth.ConditionalDeleter(w.files)}
+	}},
 	"TokenStore": {values: func(w *printWorld) []any {
 		return []any{b24oauth.TokenStore(w.mem), b24oauth.TokenStore(w.files)}
 	}},

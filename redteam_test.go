@@ -868,3 +868,63 @@ func TestRedTeamSlowPortalHoldsVerificationSlots(t *testing.T) {
 	wg.Wait()
 	<-done
 }
+
+// OnInstall runs once with InstallNew, and the stored version is the event's.
+func TestRedTeamConcurrentFirstInstalls(t *testing.T) {
+	forEachStore(t, func(t *testing.T, open func() b24oauth.TokenStore) {
+		barrier := &saveBarrier{TokenStore: open(), n: 2, all: make(chan struct{})}
+		var mu sync.Mutex
+		var kinds []b24oauth.InstallKind
+		env := newAppEnv(t, nil, barrier, func(c *b24oauth.AppConfig) {
+			c.OnInstall = func(ctx context.Context, _ b24oauth.Installation) {
+				mu.Lock()
+				kinds = append(kinds, b24oauth.InstallKindFrom(ctx))
+				mu.Unlock()
+			}
+		})
+		p := env.fake.AddPortal()
+		events := []b24test.Event{p.InstallEvent(), p.InstallPage()}
+		codes := make([]int, len(events))
+		var wg sync.WaitGroup
+		for i, ev := range events {
+			wg.Add(1)
+			go func(i int, ev b24test.Event) {
+				defer wg.Done()
+				codes[i] = ev.Send(env.app.InstallHandler()).Code
+			}(i, ev)
+		}
+		wg.Wait()
+		if codes[0] != http.StatusOK || codes[1] != http.StatusOK {
+			t.Fatalf("answers %v, want both 200", codes)
+		}
+		news := 0
+		mu.Lock()
+		for _, k := range kinds {
+			if k == b24oauth.InstallNew {
+				news++
+			}
+		}
+		mu.Unlock()
+		if news != 1 {
+			t.Errorf("OnInstall ran with InstallNew %d times for one installation (kinds %v)", news, kinds)
+		}
+		if got := env.load(p.MemberID()); got.Version != "1" {
+			t.Errorf("stored version %q, want the ONAPPINSTALL's 1", got.Version)
+		}
+	})
+}
+
+// Finding: a slow portal holds the App's verification slots, and every portal's lifecycle
+// events wait behind it.
+//
+// Attack: the owner of an on-premise portal (two of them, to get past the per-portal burst)
+// sends 16 ONAPPINSTALL events with genuine tokens of their portals; their portals answer the
+// App's user.admin slowly, never quite timing out. Each verification holds one of the App's 16
+// in-flight slots until EventTimeout (20 s by default), and the per-portal bucket refills fast
+// enough to keep them all held. Bitrix24's own events for every other portal then wait for a
+// slot for up to EventTimeout (the per-App 2 s bound only covers the rate, not the slots), and
+// Bitrix24 gives up on a slow handler and never retries.
+//
+// Expected: one portal's (or a few portals') slowness does not hold verification for the
+// others: a short per-request timeout for verification requests and/or a per-portal cap on
+// slots in flight, and a bounded wait for a slot. Here a genuine event of another portal

@@ -116,6 +116,149 @@ type Lister interface {
 	List(ctx context.Context) iter.Seq2[string, error]
 }
 
+// Creator is implemented by stores that can store an installation only where none is stored,
+// in one atomic step: MemoryStore, FileStore, pgstore, redisstore and sealstore (over any
+// store) do, and storetest checks it where a store has it. The App stores every first install
+// with it (through CreateInstallation): when two first installs of one portal arrive together
+// (the ONAPPINSTALL event and the install page POST of an app with a UI do), one is created and
+// the other is merged into it by the install rules, instead of the last write winning.
+//
+// A store without Create keeps working: CreateInstallation then falls back to a check and a
+// Save under a lock of this process, which is atomic among the App's lifecycle events in one
+// process but not across processes (see CreateInstallation).
+type Creator interface {
+	// Create stores inst (keyed by inst.MemberID) if that member_id has no installation;
+	// otherwise it writes nothing and returns an error matching ErrAlreadyInstalled. The check
+	// and the write are one step: no other Create, Save, Update or Delete of the same member_id,
+	// in this process or in any other sharing the store, interleaves with them, so of any
+	// number of concurrent Creates of one member_id exactly one succeeds. An installation with
+	// a malformed member_id (see ValidMemberID) is refused as Save refuses it (an error matching
+	// neither ErrNotInstalled nor ErrAlreadyInstalled), without reaching the backend. A
+	// cancelled context writes nothing.
+	Create(ctx context.Context, inst Installation) error
+}
+
+// ConditionalDeleter is implemented by stores that can delete an installation on a condition
+// checked against the record as it is at the moment of the delete: MemoryStore, FileStore,
+// pgstore, redisstore and sealstore (over any store) do, and storetest checks it where a store
+// has it. The App's uninstall handler deletes with it (through DeleteInstallationIf), so the
+// application token of the event is compared with the record it deletes: a reinstall stored
+// while the uninstall was being checked is never deleted.
+//
+// A store without DeleteIf keeps working: DeleteInstallationIf then falls back to a check
+// inside Update followed by a Delete, which leaves a window between the two (see
+// DeleteInstallationIf).
+type ConditionalDeleter interface {
+	// DeleteIf reads the installation of memberID, calls fn with it exactly once, and deletes
+	// it if fn returns nil, under the exclusion of Update: no other Create, Save, Update or
+	// Delete of the same member_id, in this process or in any other sharing the store,
+	// interleaves between the read and the delete. If fn returns an error, nothing is deleted
+	// and DeleteIf returns that error unchanged. DeleteIf of an absent or malformed member_id
+	// returns an error matching ErrNotInstalled without calling fn (nor reaching the backend,
+	// for a malformed one). fn must not call the store. Once fn has returned nil, the record is
+	// deleted even if ctx ends meanwhile; a cancelled context before that deletes nothing.
+	DeleteIf(ctx context.Context, memberID string, fn func(cur Installation) error) error
+}
+
+// The stores of this package implement every optional interface.
+var (
+	_ fullStore = (*MemoryStore)(nil)
+	_ fullStore = (*FileStore)(nil)
+)
+
+type fullStore interface {
+	TokenStore
+	Lister
+	Creator
+	ConditionalDeleter
+}
+
+// fallbackLocks serializes, per member_id, the CreateInstallation and DeleteInstallationIf
+// calls of this process on stores that lack Create or DeleteIf.
+var fallbackLocks memberLocks
+
+// errDeleteChecked ends the Update in which DeleteInstallationIf's fallback ran fn: nothing to
+// write, the Delete follows.
+var errDeleteChecked = errors.New("b24oauth: checked for delete")
+
+// CreateInstallation stores inst in store if its member_id has no installation there, and
+// otherwise returns an error matching ErrAlreadyInstalled, writing nothing. It calls store's
+// Create when store is a Creator.
+//
+// For any other store it holds a lock of this process for inst.MemberID (shared by all
+// CreateInstallation and DeleteInstallationIf calls of the process), checks with an Update
+// that the member_id is absent, and then Saves: atomic against the other lifecycle events this
+// process handles, but a Save or Create by another process sharing such a store may land
+// between the check and the write, and the last write wins. A store shared by several
+// processes should implement Creator.
+func CreateInstallation(ctx context.Context, store TokenStore, inst Installation) error {
+	if c, ok := store.(Creator); ok {
+		return c.Create(ctx, inst)
+	}
+	if !ValidMemberID(inst.MemberID) {
+		return errSaveMalformedMember
+	}
+	unlock, err := fallbackLocks.lock(ctx, inst.MemberID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	err = store.Update(ctx, inst.MemberID, func(cur Installation) (Installation, error) {
+		return cur, ErrAlreadyInstalled
+	})
+	if !errors.Is(err, ErrNotInstalled) {
+		if err == nil {
+			err = ErrAlreadyInstalled // a store that wrote anyway
+		}
+		return err
+	}
+	return store.Save(ctx, inst)
+}
+
+// DeleteInstallationIf deletes the installation of memberID from store if fn, called with the
+// stored record, returns nil; otherwise it returns fn's error, deleting nothing. An absent or
+// malformed member_id is an error matching ErrNotInstalled, without calling fn. It calls
+// store's DeleteIf when store is a ConditionalDeleter.
+//
+// For any other store it holds a lock of this process for memberID (shared by all
+// CreateInstallation and DeleteInstallationIf calls of the process), calls fn inside an Update
+// that writes nothing, and then Deletes: a write that lands between the Update and the Delete
+// (an Update of this process, or any write of another) is deleted with the record. A store
+// that serves uninstall events racing reinstalls should implement ConditionalDeleter.
+func DeleteInstallationIf(ctx context.Context, store TokenStore, memberID string, fn func(cur Installation) error) error {
+	if d, ok := store.(ConditionalDeleter); ok {
+		return d.DeleteIf(ctx, memberID, fn)
+	}
+	if !ValidMemberID(memberID) {
+		return errMalformedMember
+	}
+	unlock, err := fallbackLocks.lock(ctx, memberID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	err = store.Update(ctx, memberID, func(cur Installation) (Installation, error) {
+		if err := fn(cur); err != nil {
+			return cur, err
+		}
+		return cur, errDeleteChecked
+	})
+	if !errors.Is(err, errDeleteChecked) {
+		if err == nil {
+			err = errors.New("b24oauth: DeleteInstallationIf: the store's Update wrote when told not to; nothing deleted")
+		}
+		return err
+	}
+	// The check passed: the delete goes on if ctx ends now, as DeleteIf's would.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fallbackDeleteTimeout)
+	defer cancel()
+	return store.Delete(dctx, memberID)
+}
+
+// fallbackDeleteTimeout bounds the Delete of DeleteInstallationIf's fallback once its check
+// passed, whatever the caller's context does.
+const fallbackDeleteTimeout = 10 * time.Second
+
 // memberIDLen is the length of a member_id: 32 hexadecimal digits.
 const memberIDLen = 32
 

@@ -27,13 +27,15 @@ type Store struct {
 	pool  *pgxpool.Pool
 	table string // quoted, ready to splice into SQL
 
-	loadSQL, lockSQL, saveSQL, updateSQL, deleteSQL, listSQL string
-	listPage                                                 int // member_ids per List query
+	loadSQL, lockSQL, saveSQL, createSQL, updateSQL, deleteSQL, listSQL string
+	listPage                                                            int // member_ids per List query
 }
 
 var (
-	_ b24oauth.TokenStore = (*Store)(nil)
-	_ b24oauth.Lister     = (*Store)(nil)
+	_ b24oauth.TokenStore         = (*Store)(nil)
+	_ b24oauth.Lister             = (*Store)(nil)
+	_ b24oauth.Creator            = (*Store)(nil)
+	_ b24oauth.ConditionalDeleter = (*Store)(nil)
 )
 
 // listPageSize is how many member_ids one List query reads.
@@ -144,6 +146,9 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, error
 VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (member_id) DO UPDATE SET domain = EXCLUDED.domain, state = EXCLUDED.state,
 	expires = EXCLUDED.expires, updated_at = EXCLUDED.updated_at, data = EXCLUDED.data`,
+		createSQL: `INSERT INTO ` + t + ` (member_id, domain, state, expires, updated_at, data)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (member_id) DO NOTHING`,
 		updateSQL: `UPDATE ` + t + ` SET domain = $2, state = $3, expires = $4, updated_at = $5, data = $6
 WHERE member_id = $1`,
 	}
@@ -253,6 +258,96 @@ func (s *Store) Delete(ctx context.Context, memberID string) error {
 	return nil
 }
 
+// Create inserts inst if its member_id (which must be well formed) has no row, and otherwise
+// returns an error matching b24oauth.ErrAlreadyInstalled, writing nothing (b24oauth.Creator):
+// one INSERT ... ON CONFLICT DO NOTHING, which waits for a transaction holding the row (an
+// Update, a Delete) to end and then sees what it left.
+func (s *Store) Create(ctx context.Context, inst b24oauth.Installation) error {
+	if !b24oauth.ValidMemberID(inst.MemberID) {
+		return errors.New("pgstore: create: malformed member_id (want 32 lowercase hex digits); nothing was written")
+	}
+	args, err := rowArgs(inst)
+	if err != nil {
+		return fmt.Errorf("pgstore: create %q: %w", inst.MemberID, err)
+	}
+	created := false
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, s.createSQL, args...)
+		created = err == nil && tag.RowsAffected() == 1
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("pgstore: create %q: %w", inst.MemberID, err)
+	}
+	if !created {
+		return fmt.Errorf("pgstore: create %q: %w", inst.MemberID, b24oauth.ErrAlreadyInstalled)
+	}
+	return nil
+}
+
+// DeleteIf locks the row of memberID, calls fn with the stored installation and deletes the row
+// if fn returns nil, in one transaction (b24oauth.ConditionalDeleter): a Save, Create or
+// Update of the member waits for it and then sees the row gone. If fn fails, nothing is
+// deleted and its error is returned unchanged. If there is no row, or memberID is malformed,
+// DeleteIf returns an error matching b24oauth.ErrNotInstalled without calling fn. fn must not
+// use the Store. ctx bounds the wait for the lock; once fn has returned nil, the delete is
+// committed even if ctx has ended (within a 10s bound of its own).
+func (s *Store) DeleteIf(ctx context.Context, memberID string, fn func(cur b24oauth.Installation) error) error {
+	if !b24oauth.ValidMemberID(memberID) {
+		return errMalformed
+	}
+	return s.withLockedRow(ctx, "delete", memberID, func(cur b24oauth.Installation) (string, []any, error) {
+		if err := fn(cur); err != nil {
+			return "", nil, err
+		}
+		return s.deleteSQL, []any{memberID}, nil
+	})
+}
+
+// withLockedRow runs, in one transaction, f with the row of memberID locked FOR UPDATE
+// (b24oauth.ErrNotInstalled when there is none), then the statement f returns, and commits.
+// The statement runs and commits even if ctx ended while f ran (within a 10s bound of its own).
+// f's error is returned unchanged and ends the transaction; any other error is prefixed with op.
+func (s *Store) withLockedRow(ctx context.Context, op, memberID string, f func(cur b24oauth.Installation) (sql string, args []any, err error)) error {
+	var fErr error
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		cur, err := s.lockRow(ctx, tx, memberID)
+		if err != nil {
+			return err
+		}
+		sql, args, err := f(cur)
+		if err != nil {
+			fErr = err
+			return err
+		}
+		wctx, cancel := detached(ctx)
+		defer cancel()
+		_, err = tx.Exec(wctx, sql, args...)
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case fErr != nil:
+		return fErr
+	}
+	return fmt.Errorf("pgstore: %s %q: %w", op, memberID, err)
+}
+
+// lockRow reads the row of memberID FOR UPDATE in tx: b24oauth.ErrNotInstalled when there is
+// none.
+func (s *Store) lockRow(ctx context.Context, tx pgx.Tx, memberID string) (b24oauth.Installation, error) {
+	var data []byte
+	err := tx.QueryRow(ctx, s.lockSQL, memberID).Scan(&data)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return b24oauth.Installation{}, b24oauth.ErrNotInstalled
+	}
+	if err != nil {
+		return b24oauth.Installation{}, err
+	}
+	return decode(memberID, data)
+}
+
 // Update locks the row of memberID, calls fn with the stored installation and writes what fn
 // returns, in one transaction. If fn fails, nothing is written and its error is returned
 // unchanged. If there is no row, or memberID is malformed, Update returns an error matching
@@ -266,46 +361,22 @@ func (s *Store) Update(ctx context.Context, memberID string, fn func(cur b24oaut
 	if !b24oauth.ValidMemberID(memberID) {
 		return errMalformed
 	}
-	var fnErr error
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		var data []byte
-		err := tx.QueryRow(ctx, s.lockSQL, memberID).Scan(&data)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return b24oauth.ErrNotInstalled
-		}
-		if err != nil {
-			return err
-		}
-		cur, err := decode(memberID, data)
-		if err != nil {
-			return err
-		}
+	return s.withLockedRow(ctx, "update", memberID, func(cur b24oauth.Installation) (string, []any, error) {
 		next, err := fn(cur)
 		if err != nil {
-			fnErr = err
-			return err
+			return "", nil, err
 		}
 		if next.MemberID != memberID {
-			return fmt.Errorf("fn changed MemberID to %q", next.MemberID)
+			return "", nil, fmt.Errorf("pgstore: update %q: fn changed MemberID to %q", memberID, next.MemberID)
 		}
 		args, err := rowArgs(next)
 		if err != nil {
-			return err
+			return "", nil, fmt.Errorf("pgstore: update %q: %w", memberID, err)
 		}
 		// Written even if ctx ended while fn ran: fn may have spent a single-use refresh
 		// token, and dropping the pair it returns would lose the portal.
-		wctx, cancel := detached(ctx)
-		defer cancel()
-		_, err = tx.Exec(wctx, s.updateSQL, args...)
-		return err
+		return s.updateSQL, args, nil
 	})
-	if err == nil {
-		return nil
-	}
-	if fnErr != nil {
-		return fnErr
-	}
-	return fmt.Errorf("pgstore: update %q: %w", memberID, err)
 }
 
 // List yields every stored member_id once (b24oauth.Lister), in member_id order. It reads them

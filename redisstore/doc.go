@@ -34,16 +34,22 @@
 //
 // # Locking
 //
-// Update, Save and Delete take the member's lock with SET NX PX and a random token, polling with a
-// jittered exponential backoff (WithLockPolling) until they get it or their context is done.
-// While the caller's function runs, a background renewal extends the lease every third of it,
-// so a slow refresh keeps its lock; the lease (WithLockLease, DefaultLockLease) only bounds how
-// long the others wait after a holder died without releasing it. The write is a Lua script that
-// checks, atomically, that the lock is still ours and that the record's revision is the one we
-// read: a holder that lost its lock (a process paused for longer than the lease, a lock key
-// evicted or lost in a failover) never overwrites what a newer holder wrote, and gets
-// ErrLockLost instead. The lock is released with a compare-and-delete script, so only its
-// owner removes it.
+// Update, Save, Create, Delete and DeleteIf take the member's lock with SET NX PX and a random
+// token, polling with a jittered exponential backoff (WithLockPolling) until they get it or
+// their context is done. While the caller's function runs, a background renewal extends the
+// lease every third of it, so a slow refresh keeps its lock; the lease (WithLockLease,
+// DefaultLockLease) only bounds how long the others wait after a holder died without releasing
+// it: 10 s by default, a third of the clients' default refresh timeout, so that with all
+// defaults a killed holder costs the other replicas a delay, never a failed call. The write is a
+// Lua script that checks, atomically, that the lock is still ours and that the record's
+// revision is the one we read: a holder that lost its lock (a process paused for longer than the
+// lease, a lock key evicted or lost in a failover) never overwrites what a newer holder wrote,
+// and gets ErrLockLost instead. The lock is released with a compare-and-delete script, so only
+// its owner removes it.
+//
+// Create checks in the same script that the record is absent (b24oauth.ErrAlreadyInstalled
+// otherwise), and DeleteIf removes the record only if its revision is still the one its
+// function was shown, so neither can outrun or undo a write of another holder.
 //
 // So Delete waits for an Update in progress (a refresh in flight writes its new pair, and
 // then the uninstall removes it), and removes the record only while the lock is still its own

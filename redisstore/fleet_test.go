@@ -35,3 +35,30 @@ func TestFleet(t *testing.T) {
 		},
 	})
 }
+
+// With every default (the Store's lock lease, the clients' refresh timeout), a replica killed
+// while it holds a portal's lock costs the others a delay, never a failed call: the lock holder
+// keeps the lock long enough to renew its lease once after every caller waits for it, so that
+// after the kill they wait a whole lease counted from after they started. With a lease as long
+// as the refresh timeout (30 s, as DefaultLockLease was), every call failed with "waiting for
+// the lock: context deadline exceeded".
+func TestFleetDefaults(t *testing.T) {
+	client := testClient(t)
+	fleettest.Run(t, fleettest.Config{
+		Setup: func(t *testing.T) string { return newPrefix(t, client) },
+		Open: func(prefix string) (b24oauth.TokenStore, func(), error) {
+			client, err := dial()
+			if err != nil {
+				return nil, nil, err
+			}
+			s, err := redisstore.New(client, redisstore.WithKeyPrefix(prefix))
+			if err != nil {
+				_ = client.Close()
+				return nil, nil, err
+			}
+			return s, func() { _ = client.Close() }, nil
+		},
+		Scenarios: []string{"KilledLockHolder"},
+		HoldFor:   redisstore.DefaultLockLease/3 + time.Second,
+	})
+}

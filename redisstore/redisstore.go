@@ -23,9 +23,14 @@ const (
 	DefaultKeyPrefix = "b24oauth:"
 
 	// DefaultLockLease is how long a member's lock outlives its holder when the holder stops
-	// renewing it (it crashed, or lost Redis). Live holders renew it while they work, so it
-	// need not cover a token refresh.
-	DefaultLockLease = 30 * time.Second
+	// renewing it (it crashed, or lost Redis). Live holders renew it every third of it while
+	// they work, so it need not cover a token refresh. It is a third of the client's default
+	// refresh timeout (30 s, b24oauth.WithRefreshTimeout), which bounds a refresh's waits for
+	// this lock as well: a refresh queued behind a holder that was killed gets the lock at most
+	// a lease after the holder's last renewal, and still has most of its time for its own
+	// exchange. A lease as long as the refresh timeout would turn a killed holder into failed
+	// calls ("waiting for the lock: context deadline exceeded") instead of a delay.
+	DefaultLockLease = 10 * time.Second
 
 	// DefaultLockPollMin is the first pause between two attempts to take a lock someone else
 	// holds; each next pause doubles.
@@ -57,8 +62,10 @@ type Store struct {
 }
 
 var (
-	_ b24oauth.TokenStore = (*Store)(nil)
-	_ b24oauth.Lister     = (*Store)(nil)
+	_ b24oauth.TokenStore         = (*Store)(nil)
+	_ b24oauth.Lister             = (*Store)(nil)
+	_ b24oauth.Creator            = (*Store)(nil)
+	_ b24oauth.ConditionalDeleter = (*Store)(nil)
 )
 
 // listScanCount is the COUNT hint of List's SCANs: about how many keys one SCAN call examines.
@@ -88,7 +95,9 @@ func WithKeyPrefix(prefix string) Option {
 // default; at least 10ms). A holder renews it every third of the lease while the function
 // given to Update runs, so the lease is the time the others wait after a holder died holding
 // it. Make it comfortably longer than a pause of your process (a GC stall, a VM migration)
-// and than a round trip to Redis under load.
+// and than a round trip to Redis under load, and well below the clients' refresh timeout
+// (b24oauth.WithRefreshTimeout, 30 s by default), which bounds a refresh's wait for the lock
+// too: a refresh waiting behind a dead holder for longer than that fails instead of going on.
 func WithLockLease(d time.Duration) Option {
 	return func(s *Store) error {
 		if d < 10*time.Millisecond {
@@ -168,20 +177,33 @@ func (s *Store) Load(ctx context.Context, memberID string) (b24oauth.Installatio
 // formed (b24oauth.ValidMemberID). It takes the member's lock, so it waits for an Update in
 // progress to finish.
 func (s *Store) Save(ctx context.Context, inst b24oauth.Installation) error {
+	return s.put(ctx, "save", writeAny, inst)
+}
+
+// Create stores inst if its member_id (which must be well formed) has no installation, and
+// otherwise returns an error matching b24oauth.ErrAlreadyInstalled, writing nothing
+// (b24oauth.Creator). It takes the member's lock, like Save, and the write script checks that
+// the record is absent and the lock still Create's in one step.
+func (s *Store) Create(ctx context.Context, inst b24oauth.Installation) error {
+	return s.put(ctx, "create", writeAbsent, inst)
+}
+
+// put writes inst under the member's lock, in the write mode of Save or Create.
+func (s *Store) put(ctx context.Context, op, mode string, inst b24oauth.Installation) error {
 	if !b24oauth.ValidMemberID(inst.MemberID) {
-		return errors.New("redisstore: save: malformed member_id (want 32 lowercase hex digits); nothing was written")
+		return errors.New("redisstore: " + op + ": malformed member_id (want 32 lowercase hex digits); nothing was written")
 	}
 	data, err := json.Marshal(inst)
 	if err != nil {
-		return fmt.Errorf("redisstore: save %q: %w", inst.MemberID, err)
+		return fmt.Errorf("redisstore: %s %q: %w", op, inst.MemberID, err)
 	}
 	token, unlock, err := s.lock(ctx, inst.MemberID)
 	if err != nil {
-		return fmt.Errorf("redisstore: save %q: %w", inst.MemberID, err)
+		return fmt.Errorf("redisstore: %s %q: %w", op, inst.MemberID, err)
 	}
 	defer unlock()
-	if err := s.write(ctx, inst.MemberID, token, false, "", data); err != nil {
-		return fmt.Errorf("redisstore: save %q: %w", inst.MemberID, err)
+	if err := s.write(ctx, inst.MemberID, token, mode, "", data); err != nil {
+		return fmt.Errorf("redisstore: %s %q: %w", op, inst.MemberID, err)
 	}
 	return nil
 }
@@ -203,15 +225,84 @@ func (s *Store) Delete(ctx context.Context, memberID string) error {
 	if s.hookDeleteLocked != nil {
 		s.hookDeleteLocked(memberID)
 	}
-	keys := []string{s.InstallationKey(memberID), s.LockKey(memberID)}
-	res, err := deleteScript.Run(ctx, s.client, keys, token).Text()
+	if err := s.remove(ctx, memberID, token, false, ""); err != nil {
+		return fmt.Errorf("redisstore: delete %q: %w", memberID, err)
+	}
+	return nil
+}
+
+// DeleteIf takes the lock of memberID, calls fn with the stored installation and deletes it if
+// fn returns nil, provided the lock is still held and nobody else wrote the record meanwhile
+// (ErrLockLost otherwise, and nothing is deleted) (b24oauth.ConditionalDeleter). If fn fails,
+// nothing is deleted and its error is returned unchanged. If there is no installation, or
+// memberID is malformed, DeleteIf returns an error matching b24oauth.ErrNotInstalled without
+// calling fn. ctx bounds the wait for the lock; once fn has returned nil, the delete runs even
+// if ctx has ended (within a 10s bound of its own).
+func (s *Store) DeleteIf(ctx context.Context, memberID string, fn func(cur b24oauth.Installation) error) error {
+	if !b24oauth.ValidMemberID(memberID) {
+		return errMalformed
+	}
+	token, unlock, err := s.lock(ctx, memberID)
 	if err != nil {
 		return fmt.Errorf("redisstore: delete %q: %w", memberID, err)
 	}
-	if res != "ok" {
-		return fmt.Errorf("redisstore: delete %q: %w", memberID, ErrLockLost)
+	defer unlock()
+	stop := s.keepAlive(context.WithoutCancel(ctx), memberID, token)
+	defer stop()
+	cur, rev, err := s.read(ctx, memberID)
+	if err != nil {
+		return fmt.Errorf("redisstore: delete %q: %w", memberID, err)
+	}
+	if s.hookDeleteLocked != nil {
+		s.hookDeleteLocked(memberID)
+	}
+	if err := fn(cur); err != nil {
+		return err
+	}
+	wctx, cancel := detached(ctx)
+	defer cancel()
+	if err := s.remove(wctx, memberID, token, true, rev); err != nil {
+		return fmt.Errorf("redisstore: delete %q: %w", memberID, err)
 	}
 	return nil
+}
+
+// read returns the stored installation of memberID and its revision, or an error matching
+// b24oauth.ErrNotInstalled.
+func (s *Store) read(ctx context.Context, memberID string) (b24oauth.Installation, string, error) {
+	vals, err := s.client.HMGet(ctx, s.InstallationKey(memberID), "data", "rev").Result()
+	if err != nil {
+		return b24oauth.Installation{}, "", err
+	}
+	data, ok := vals[0].(string)
+	if !ok {
+		return b24oauth.Installation{}, "", b24oauth.ErrNotInstalled
+	}
+	rev, _ := vals[1].(string)
+	cur, err := decode(memberID, []byte(data))
+	return cur, rev, err
+}
+
+// remove deletes the record of memberID for the holder of its lock; with checkRev, only if its
+// revision is still rev.
+func (s *Store) remove(ctx context.Context, memberID, token string, checkRev bool, rev string) error {
+	check := "0"
+	if checkRev {
+		check = "1"
+	}
+	keys := []string{s.InstallationKey(memberID), s.LockKey(memberID)}
+	res, err := deleteScript.Run(ctx, s.client, keys, token, check, rev).Text()
+	if err != nil {
+		return err
+	}
+	switch res {
+	case "ok":
+		return nil
+	case "changed":
+		return fmt.Errorf("%w (the record was written by another holder)", ErrLockLost)
+	default:
+		return ErrLockLost
+	}
 }
 
 // Update takes the lock of memberID, calls fn with the stored installation and writes what fn
@@ -237,18 +328,9 @@ func (s *Store) Update(ctx context.Context, memberID string, fn func(cur b24oaut
 	stop := s.keepAlive(context.WithoutCancel(ctx), memberID, token)
 	defer stop()
 
-	vals, err := s.client.HMGet(ctx, s.InstallationKey(memberID), "data", "rev").Result()
+	cur, rev, err := s.read(ctx, memberID)
 	if err != nil {
 		return fmt.Errorf("redisstore: update %q: %w", memberID, err)
-	}
-	data, ok := vals[0].(string)
-	if !ok {
-		return fmt.Errorf("redisstore: update %q: %w", memberID, b24oauth.ErrNotInstalled)
-	}
-	rev, _ := vals[1].(string)
-	cur, err := decode(memberID, []byte(data))
-	if err != nil {
-		return err
 	}
 	next, err := fn(cur)
 	if err != nil {
@@ -265,7 +347,7 @@ func (s *Store) Update(ctx context.Context, memberID string, fn func(cur b24oaut
 	// and dropping the pair it returns would lose the portal.
 	wctx, cancel := detached(ctx)
 	defer cancel()
-	if err := s.write(wctx, memberID, token, true, rev, out); err != nil {
+	if err := s.write(wctx, memberID, token, writeRev, rev, out); err != nil {
 		return fmt.Errorf("redisstore: update %q: %w", memberID, err)
 	}
 	return nil
@@ -403,22 +485,33 @@ func detached(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), detachedTimeout)
 }
 
-// writeScript stores a record for the holder of the lock. KEYS: inst, lock. ARGV: token,
-// "1" to require the record to exist with revision ARGV[3] (else "0"), expected revision,
-// data, new revision.
+// writeScript stores a record for the holder of the lock. KEYS: inst, lock. ARGV: token, the
+// write mode (writeAny, writeRev: the record must exist with revision ARGV[3], writeAbsent: it
+// must not exist), expected revision, data, new revision.
 var writeScript = redis.NewScript(`
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'lost' end
 if ARGV[2] == '1' then
 	if redis.call('HEXISTS', KEYS[1], 'data') == 0 then return 'gone' end
 	if (redis.call('HGET', KEYS[1], 'rev') or '') ~= ARGV[3] then return 'changed' end
+elseif ARGV[2] == '2' then
+	if redis.call('HEXISTS', KEYS[1], 'data') == 1 then return 'exists' end
 end
 redis.call('HSET', KEYS[1], 'data', ARGV[4], 'rev', ARGV[5])
 return 'ok'
 `)
 
-// deleteScript removes a record for the holder of the lock. KEYS: inst, lock. ARGV: token.
+// Write modes of writeScript.
+const (
+	writeAny    = "0" // Save: insert or replace
+	writeRev    = "1" // Update: replace the revision read
+	writeAbsent = "2" // Create: insert only
+)
+
+// deleteScript removes a record for the holder of the lock. KEYS: inst, lock. ARGV: token, "1"
+// to require the record's revision to be ARGV[3] (else "0"), expected revision.
 var deleteScript = redis.NewScript(`
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'lost' end
+if ARGV[2] == '1' and (redis.call('HGET', KEYS[1], 'rev') or '') ~= ARGV[3] then return 'changed' end
 redis.call('DEL', KEYS[1])
 return 'ok'
 `)
@@ -435,13 +528,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 `)
 
-func (s *Store) write(ctx context.Context, memberID, token string, checkRev bool, rev string, data []byte) error {
-	check := "0"
-	if checkRev {
-		check = "1"
-	}
+func (s *Store) write(ctx context.Context, memberID, token, mode, rev string, data []byte) error {
 	keys := []string{s.InstallationKey(memberID), s.LockKey(memberID)}
-	res, err := writeScript.Run(ctx, s.client, keys, token, check, rev, data, randomToken()).Text()
+	res, err := writeScript.Run(ctx, s.client, keys, token, mode, rev, data, randomToken()).Text()
 	if err != nil {
 		return err
 	}
@@ -454,6 +543,8 @@ func (s *Store) write(ctx context.Context, memberID, token string, checkRev bool
 		return fmt.Errorf("%w (the record was written by another holder)", ErrLockLost)
 	case "gone":
 		return fmt.Errorf("deleted while updating: %w", b24oauth.ErrNotInstalled)
+	case "exists":
+		return b24oauth.ErrAlreadyInstalled
 	default:
 		return fmt.Errorf("unexpected reply %q from the write script", res)
 	}

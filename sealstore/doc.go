@@ -12,7 +12,9 @@
 // It wraps any TokenStore (the file and memory stores, pgstore, redisstore, yours) and needs
 // nothing from it but the TokenStore interface. The wrapped store passes storetest.Run as the
 // inner one does, and its Update is as atomic as the inner store's: it opens the current
-// record, calls fn and seals fn's result inside the inner store's Update.
+// record, calls fn and seals fn's result inside the inner store's Update. Its Create and
+// DeleteIf (b24oauth.Creator, b24oauth.ConditionalDeleter) are the inner store's when it has
+// them, and otherwise the fallbacks of b24oauth.CreateInstallation and DeleteInstallationIf.
 //
 // # What is sealed
 //

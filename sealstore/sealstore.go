@@ -15,6 +15,14 @@ import (
 // b24oauth.Lister. It matches errors.ErrUnsupported too.
 var ErrNotLister = fmt.Errorf("sealstore: the inner store does not implement b24oauth.Lister: %w", errors.ErrUnsupported)
 
+// A Store has every optional method of a store; each works over any inner store.
+var _ interface {
+	b24oauth.TokenStore
+	b24oauth.Lister
+	b24oauth.Creator
+	b24oauth.ConditionalDeleter
+} = (*Store)(nil)
+
 // Store is a b24oauth.TokenStore that keeps the access, refresh and application tokens of
 // every installation sealed in an inner store (see the package documentation). It is safe for
 // concurrent use, as its inner store must be. Printing or logging it shows its key ids only.
@@ -159,6 +167,32 @@ func (s *Store) Update(ctx context.Context, memberID string, fn func(cur b24oaut
 			return b24oauth.Installation{}, err
 		}
 		return next, nil
+	})
+}
+
+// Create seals the tokens of inst with the first key and creates it in the inner store: with
+// the inner store's Create when it is a b24oauth.Creator, so it is as atomic as the inner
+// store's, and otherwise as b24oauth.CreateInstallation does for a store without Create. An
+// installation already stored, even one that no key opens, is an error matching
+// b24oauth.ErrAlreadyInstalled.
+func (s *Store) Create(ctx context.Context, inst b24oauth.Installation) error {
+	if err := s.keys.seal(&inst.OAuthParams); err != nil {
+		return err
+	}
+	return b24oauth.CreateInstallation(ctx, s.inner, inst)
+}
+
+// DeleteIf deletes the installation of memberID if fn, called with it opened, returns nil: with
+// the inner store's DeleteIf when it is a b24oauth.ConditionalDeleter, so it is as atomic as
+// the inner store's, and otherwise as b24oauth.DeleteInstallationIf does for a store without
+// DeleteIf. A record that cannot be opened is not deleted: fn is not called and DeleteIf returns
+// an error matching ErrUnseal (Delete removes such a record).
+func (s *Store) DeleteIf(ctx context.Context, memberID string, fn func(cur b24oauth.Installation) error) error {
+	return b24oauth.DeleteInstallationIf(ctx, s.inner, memberID, func(cur b24oauth.Installation) error {
+		if err := s.keys.open(&cur.OAuthParams, s.allowPlaintext); err != nil {
+			return err
+		}
+		return fn(cur)
 	})
 }
 

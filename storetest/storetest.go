@@ -28,6 +28,17 @@
 //   - a malformed member_id (see MalformedMemberIDs) is the id of no portal: Load and Update of
 //     one match b24oauth.ErrNotInstalled (Update without calling fn), Delete of one is nil, Save
 //     of one fails with another error, and nothing is written;
+//   - Create (b24oauth.Creator) stores a new record whole and refuses a stored one with
+//     b24oauth.ErrAlreadyInstalled; of concurrent Creates of one member exactly one succeeds; a
+//     Create racing a Delete succeeds exactly when it comes after it; a Create issued during an
+//     Update refuses;
+//   - DeleteIf (b24oauth.ConditionalDeleter) calls fn with the stored record, deletes only when
+//     fn returns nil, and returns fn's error unchanged; it waits for an Update in progress, and
+//     a Save, Update or Create issued while its fn runs waits for it and is never deleted, also
+//     when the two race (30 rounds each, half of them with an injected delay);
+//   - a store without Create or DeleteIf is checked through b24oauth.CreateInstallation and
+//     b24oauth.DeleteInstallationIf, whose fallbacks must work on it, for what they promise
+//     (the races they do not close are skipped);
 //   - where the store is a b24oauth.Lister: List yields exactly the stored member_ids, once
 //     each, after deletes too and while the loop body writes to the store; it ends with an
 //     error matching context.Canceled once its context is cancelled, and a loop that breaks
@@ -92,6 +103,14 @@ func Run(t *testing.T, newStore func(t *testing.T) b24oauth.TokenStore) {
 		{"ListCancelled", s.listCancelled},
 		{"ListBreakEarly", s.listBreakEarly},
 		{"PrintsNoToken", s.printsNoToken},
+		{"Create", s.create},
+		{"CreateRace", s.createRace},
+		{"CreateRacesDelete", s.createRacesDelete},
+		{"CreateDuringUpdate", s.createDuringUpdate},
+		{"DeleteIf", s.deleteIf},
+		{"DeleteIfWaitsForUpdate", s.deleteIfWaitsForUpdate},
+		{"DeleteIfBlocksWriters", s.deleteIfBlocks},
+		{"DeleteIfRace", s.deleteIfRace},
 	} {
 		t.Run(tc.name, tc.run)
 	}
@@ -568,6 +587,16 @@ func (s *suite) cancelledContext(t *testing.T) {
 		t.Errorf("Update with a cancelled context called fn")
 	}
 	check("Delete", st.Delete(ctx, member))
+	create, _ := creator(st)
+	check("Create", create(ctx, fullInstallation(memberID(2), 2)))
+	deleteIf, _ := deleter(st)
+	check("DeleteIf", deleteIf(ctx, member, func(b24oauth.Installation) error {
+		called = true
+		return nil
+	}))
+	if called {
+		t.Errorf("DeleteIf with a cancelled context called fn")
+	}
 
 	checkEqual(t, "Load after operations with a cancelled context", saved, mustLoad(t, st, member))
 	checkAbsent(t, st, memberID(2))
@@ -627,6 +656,8 @@ func (s *suite) malformedMemberID(t *testing.T) {
 	ctx := context.Background()
 	keep := fullInstallation(memberID(1), 1)
 	mustSave(t, st, keep)
+	create, _ := creator(st)
+	deleteIf, _ := deleter(st)
 	for _, id := range MalformedMemberIDs() {
 		if _, err := st.Load(ctx, id); !errors.Is(err, b24oauth.ErrNotInstalled) {
 			t.Errorf("Load(%s) = %v; want an error matching ErrNotInstalled", short(id), err)
@@ -644,6 +675,15 @@ func (s *suite) malformedMemberID(t *testing.T) {
 		}
 		if err := st.Save(ctx, fullInstallation(id, 2)); err == nil || errors.Is(err, b24oauth.ErrNotInstalled) {
 			t.Errorf("Save of an installation with member_id %s = %v; want an error that does not match ErrNotInstalled", short(id), err)
+		}
+		err = create(ctx, fullInstallation(id, 2))
+		if err == nil || errors.Is(err, b24oauth.ErrNotInstalled) || errors.Is(err, b24oauth.ErrAlreadyInstalled) {
+			t.Errorf("Create of an installation with member_id %s = %v; want an error matching neither ErrNotInstalled nor ErrAlreadyInstalled", short(id), err)
+		}
+		called = false
+		err = deleteIf(ctx, id, func(b24oauth.Installation) error { called = true; return nil })
+		if !errors.Is(err, b24oauth.ErrNotInstalled) || called {
+			t.Errorf("DeleteIf(%s) = %v (fn called: %v); want an error matching ErrNotInstalled, without calling fn", short(id), err, called)
 		}
 	}
 	checkEqual(t, "the stored installation after operations on malformed member_ids", keep, mustLoad(t, st, keep.MemberID))

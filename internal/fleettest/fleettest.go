@@ -35,6 +35,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,6 +66,15 @@ type Config struct {
 	// Deadline bounds each scenario; a scenario that has not finished by then fails (it is a
 	// bound for a hung test, not a performance target); 0: 90s.
 	Deadline time.Duration
+	// HoldFor is how long, in KilledLockHolder, the holder keeps the lock once every caller
+	// waits for it, before it is killed; 0: no longer than that. A store that renews a lease
+	// while the lock is held renews it meanwhile if HoldFor is longer than its renewal
+	// interval, so that the callers wait for a whole lease after the kill, counted from a
+	// moment after they started waiting: the worst case for their refresh's deadline.
+	HoldFor time.Duration
+	// Scenarios names the scenarios to run (OneRefresh, KilledLockHolder, CrashWindow);
+	// nil: all of them.
+	Scenarios []string
 }
 
 // Environment of a child process.
@@ -111,9 +121,19 @@ func Run(t *testing.T, cfg Config) {
 		cfg.Deadline = 90 * time.Second
 	}
 	pattern := runPattern(t.Name())
-	t.Run("OneRefresh", func(t *testing.T) { oneRefresh(t, newFleet(t, cfg, pattern)) })
-	t.Run("KilledLockHolder", func(t *testing.T) { killedLockHolder(t, newFleet(t, cfg, pattern)) })
-	t.Run("CrashWindow", func(t *testing.T) { crashWindow(t, newFleet(t, cfg, pattern)) })
+	for _, sc := range []struct {
+		name string
+		run  func(*testing.T, *fleet)
+	}{
+		{"OneRefresh", oneRefresh},
+		{"KilledLockHolder", killedLockHolder},
+		{"CrashWindow", crashWindow},
+	} {
+		if cfg.Scenarios != nil && !slices.Contains(cfg.Scenarios, sc.name) {
+			continue
+		}
+		t.Run(sc.name, func(t *testing.T) { sc.run(t, newFleet(t, cfg, pattern)) })
+	}
 }
 
 // runPattern returns the -test.run pattern that selects exactly the test named name.
@@ -148,9 +168,17 @@ func newFleet(t *testing.T, cfg Config, pattern string) *fleet {
 		t.Fatalf("fleettest: opening the store in the parent: %v", err)
 	}
 	t.Cleanup(closeStore)
+	inst := InstallationOf(fake, p, time.Now())
+	if err := store.Save(ctx, inst); err != nil {
+		t.Fatalf("fleettest: installing the portal: %v", err)
+	}
+	return &fleet{cfg: cfg, pattern: pattern, ctx: ctx, fake: fake, portal: p, arg: arg, store: store}
+}
+
+// InstallationOf is what an install of the fake's portal p stores at now: its current pair.
+func InstallationOf(fake *b24test.Server, p *b24test.Portal, now time.Time) b24oauth.Installation {
 	tok := p.Tokens()
-	now := time.Now().UTC()
-	inst := b24oauth.Installation{
+	return b24oauth.Installation{
 		OAuthParams: b24oauth.OAuthParams{
 			ApplicationToken: p.ApplicationToken(),
 			UserID:           1,
@@ -158,7 +186,7 @@ func newFleet(t *testing.T, cfg Config, pattern string) *fleet {
 			AccessToken:      tok.AccessToken,
 			RefreshToken:     tok.RefreshToken,
 			Expires:          tok.Expires.Unix(),
-			ExpiresIn:        3600,
+			ExpiresIn:        int64(b24test.DefaultAccessTokenTTL.Seconds()),
 			Scope:            p.Scope(),
 			Domain:           p.Domain(),
 			ClientEndpoint:   p.ClientEndpoint(),
@@ -166,13 +194,9 @@ func newFleet(t *testing.T, cfg Config, pattern string) *fleet {
 			Status:           b24oauth.AppStatus(p.Status()),
 		},
 		State:       b24oauth.StateActive,
-		InstalledAt: now,
-		UpdatedAt:   now,
+		InstalledAt: now.UTC(),
+		UpdatedAt:   now.UTC(),
 	}
-	if err := store.Save(ctx, inst); err != nil {
-		t.Fatalf("fleettest: installing the portal: %v", err)
-	}
-	return &fleet{cfg: cfg, pattern: pattern, ctx: ctx, fake: fake, portal: p, arg: arg, store: store}
 }
 
 // oneRefresh: just after the access token expired, every goroutine of every process calls.
@@ -203,6 +227,9 @@ func killedLockHolder(t *testing.T, f *fleet) {
 	f.waitFor(t, callers, fmt.Sprintf("%d refused calls", want), func() bool { return f.portal.Requests("profile") >= want })
 	if n := f.fake.TokenRequests(); n != 0 {
 		t.Fatalf("%d token request(s) while another process held the lock; want 0", n)
+	}
+	if f.cfg.HoldFor > 0 {
+		time.Sleep(f.cfg.HoldFor) // a wait, not an assertion: the holder renews its lease meanwhile
 	}
 	killed := time.Now()
 	holder.kill(t, f.ctx)
