@@ -31,6 +31,10 @@ type AppConfig struct {
 	OAuthServers []string
 	// Restriction sets each portal's rate limits and retries; nil: DefaultRestrictionParams().
 	Restriction *RestrictionParams
+	// RateLimiter, when set, paces every portal's requests together with the other replicas
+	// sharing it (redisstore.NewLimiter); while it fails, each portal is paced in this process
+	// (logged once per outage, counted by App.RateLimiterFallbacks). nil: in this process only.
+	RateLimiter RateLimiter
 	// CacheSize bounds the clients ClientForMember keeps (least recently used go first);
 	// 0: 1024.
 	CacheSize int
@@ -106,6 +110,8 @@ type App struct {
 	ownsTransport bool // httpClient's transport is the App's: Close closes its connections
 
 	rechecks map[string]bool // portals with a scheduleRecheck pending
+
+	shared *sharedLimiter // cfg.RateLimiter, nil without one
 }
 
 // unsavedPair is a refreshed pair whose write to the store failed.
@@ -178,6 +184,9 @@ func NewApp(cfg AppConfig) (*App, error) {
 		a.ownsTransport = true
 	}
 	a.clients = newHTTPClients(a.httpClient)
+	if cfg.RateLimiter != nil {
+		a.shared = &sharedLimiter{rl: cfg.RateLimiter, log: a.log}
+	}
 	if cfg.Restriction != nil {
 		a.restriction = cfg.Restriction.withDefaults()
 	}
@@ -484,7 +493,9 @@ func (a *App) portalLimiter(memberID string) *limiter {
 	if l := a.parked[memberID]; l != nil {
 		return l
 	}
-	return newLimiter(a.restriction)
+	l := newLimiter(a.restriction)
+	l.shared, l.memberID = a.shared, memberID
+	return l
 }
 
 // parkLocked keeps the limiter of a portal leaving the cache unless it is at rest, and now and

@@ -160,6 +160,8 @@ var printCases = map[string]printCase{
 	"KeepAliveOptions":     {none: "durations and rates"},
 	"KeepAliveReport":      {none: "counts"},
 	"InstallKind":          {none: "an event kind"},
+	"Bucket":               {none: "a burst and a rate"},
+	"RateLimiter":          {none: "the caller's implementation; the SDK gives it a member_id and a bucket, never a token"},
 	"Response":             {none: "the portal's reply: the SDK puts no token in it"},
 	"ResponseTime":         {none: "the timing figures of a reply"},
 	"BatchCommand":         {none: "the caller's method and params; the SDK adds the token to the request, not to it"},
