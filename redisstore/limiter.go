@@ -60,6 +60,7 @@ const maxReserve = time.Hour
 // It returns {1, wait µs} when the tokens were taken, {0, wait µs} when the wait is too long
 // (nothing taken).
 var takeScript = redis.NewScript(`
+if redis.replicate_commands then redis.replicate_commands() end -- Redis < 5: replicate the SET, not the script
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])

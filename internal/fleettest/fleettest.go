@@ -148,9 +148,19 @@ func newFleet(t *testing.T, cfg Config, pattern string) *fleet {
 		t.Fatalf("fleettest: opening the store in the parent: %v", err)
 	}
 	t.Cleanup(closeStore)
+	inst := Installation(fake, p)
+	if err := store.Save(ctx, inst); err != nil {
+		t.Fatalf("fleettest: installing the portal: %v", err)
+	}
+	return &fleet{cfg: cfg, pattern: pattern, ctx: ctx, fake: fake, portal: p, arg: arg, store: store}
+}
+
+// Installation returns the active installation of p, a portal of fake, with its current
+// tokens: what a fleet's shared store holds once the app is installed.
+func Installation(fake *b24test.Server, p *b24test.Portal) b24oauth.Installation {
 	tok := p.Tokens()
 	now := time.Now().UTC()
-	inst := b24oauth.Installation{
+	return b24oauth.Installation{
 		OAuthParams: b24oauth.OAuthParams{
 			ApplicationToken: p.ApplicationToken(),
 			UserID:           1,
@@ -169,10 +179,6 @@ func newFleet(t *testing.T, cfg Config, pattern string) *fleet {
 		InstalledAt: now,
 		UpdatedAt:   now,
 	}
-	if err := store.Save(ctx, inst); err != nil {
-		t.Fatalf("fleettest: installing the portal: %v", err)
-	}
-	return &fleet{cfg: cfg, pattern: pattern, ctx: ctx, fake: fake, portal: p, arg: arg, store: store}
 }
 
 // oneRefresh: just after the access token expired, every goroutine of every process calls.
