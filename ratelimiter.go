@@ -3,6 +3,7 @@ package b24oauth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -20,7 +21,7 @@ type RateLimiter interface {
 	// returns how long the caller must wait before sending the requests they stand for; 0: at
 	// once. The tokens are taken even when the wait is not zero (a reservation), so that every
 	// caller waits for its own slot. If the wait would pass ctx's deadline, Take takes nothing
-	// and returns an error wrapping context.DeadlineExceeded. Any other error means the limiter
+	// and returns a *RateLimitWaitError. Any other error (unless ctx is done) means the limiter
 	// could not decide (its backend is unreachable): the client then paces with its in-process
 	// limiter until a Take succeeds again.
 	Take(ctx context.Context, memberID string, b Bucket, n int) (wait time.Duration, err error)
@@ -33,6 +34,21 @@ type Bucket struct {
 	Burst int
 	Rate  float64
 }
+
+// RateLimitWaitError is what a RateLimiter returns when requests would have to wait past their
+// context's deadline for the portal's bucket; nothing was taken. It matches
+// context.DeadlineExceeded.
+type RateLimitWaitError struct {
+	// Wait is how long the requests would have waited.
+	Wait time.Duration
+}
+
+func (e *RateLimitWaitError) Error() string {
+	return fmt.Sprintf("b24oauth: the portal's rate limit would hold the request for %v, past the context deadline", e.Wait.Round(time.Millisecond))
+}
+
+// Is reports whether target is context.DeadlineExceeded.
+func (e *RateLimitWaitError) Is(target error) bool { return target == context.DeadlineExceeded }
 
 // sharedLimiter is an App's RateLimiter with what the App does around it: the log line when it
 // fails (once per outage) and when it is back, and the count of requests paced in-process
@@ -55,7 +71,8 @@ func (s *sharedLimiter) take(ctx context.Context, memberID string, b Bucket, n i
 		}
 		return wait, true, nil
 	}
-	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+	var we *RateLimitWaitError
+	if ctx.Err() != nil || errors.As(err, &we) {
 		return 0, false, err // the caller's context, not the limiter, says no
 	}
 	s.fallbacks.Add(1)

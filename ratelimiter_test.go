@@ -95,7 +95,7 @@ func TestSharedRateLimiterDeadline(t *testing.T) {
 	rl := &fakeRateLimiter{}
 	e, member := newSharedEnv(t, rl, &lockedBuffer{})
 	c := e.client(member)
-	rl.set(0, fmt.Errorf("would wait too long: %w", context.DeadlineExceeded))
+	rl.set(0, fmt.Errorf("redis: %w", &b24oauth.RateLimitWaitError{Wait: time.Minute}))
 	p := e.fake.Portal(member)
 	before := p.Calls("profile")
 	_, err := c.Call(context.Background(), "profile", nil)
@@ -107,6 +107,19 @@ func TestSharedRateLimiterDeadline(t *testing.T) {
 	}
 	if n := e.app.RateLimiterFallbacks(); n != 0 {
 		t.Errorf("RateLimiterFallbacks = %d, want 0 (a deadline is not an outage)", n)
+	}
+}
+
+// A limiter's own timeout (a network one matches context.DeadlineExceeded) is an outage, not
+// the caller's deadline: the call goes on, paced in-process.
+func TestSharedRateLimiterTimeout(t *testing.T) {
+	rl := &fakeRateLimiter{}
+	e, member := newSharedEnv(t, rl, &lockedBuffer{})
+	c := e.client(member)
+	rl.set(0, fmt.Errorf("dial tcp: i/o timeout: %w", context.DeadlineExceeded))
+	mustCallProfile(t, c)
+	if n := e.app.RateLimiterFallbacks(); n != 1 {
+		t.Errorf("RateLimiterFallbacks = %d, want 1", n)
 	}
 }
 

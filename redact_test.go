@@ -161,6 +161,7 @@ var printCases = map[string]printCase{
 	"KeepAliveReport":      {none: "counts"},
 	"InstallKind":          {none: "an event kind"},
 	"Bucket":               {none: "a burst and a rate"},
+	"RateLimitWaitError":   {none: "a duration"},
 	"RateLimiter":          {none: "the caller's implementation; the SDK gives it a member_id and a bucket, never a token"},
 	"Response":             {none: "the portal's reply: the SDK puts no token in it"},
 	"ResponseTime":         {none: "the timing figures of a reply"},

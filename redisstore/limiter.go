@@ -28,7 +28,7 @@ type Limiter struct {
 type LimiterOption func(*Limiter)
 
 // WithLimiterKeyPrefix sets the string every key of the Limiter starts with (DefaultKeyPrefix by
-// default). A portal's key is prefix + "{" + member_id + "}:rate".
+// default). A portal's key is prefix + "rate:{" + member_id + "}".
 func WithLimiterKeyPrefix(prefix string) LimiterOption {
 	return func(l *Limiter) { l.prefix = prefix }
 }
@@ -47,7 +47,7 @@ func NewLimiter(client redis.UniversalClient, opts ...LimiterOption) *Limiter {
 // Key returns the key of memberID's bucket. The member_id is a hash tag, so that on a Redis
 // Cluster a portal's keys live on one node.
 func (l *Limiter) Key(memberID string) string {
-	return l.prefix + "{" + memberID + "}:rate"
+	return l.prefix + "rate:{" + memberID + "}"
 }
 
 // maxReserve bounds a reservation without a context deadline: no caller waits longer for its
@@ -79,8 +79,12 @@ return {1, wait}
 
 // Take implements b24oauth.RateLimiter: it reserves n tokens of memberID's bucket b and returns
 // how long the caller waits before sending. If that wait would pass ctx's deadline (or an
-// hour), it takes nothing and returns an error wrapping context.DeadlineExceeded.
+// hour), it takes nothing and returns a *b24oauth.RateLimitWaitError (it matches
+// context.DeadlineExceeded).
 func (l *Limiter) Take(ctx context.Context, memberID string, b b24oauth.Bucket, n int) (time.Duration, error) {
+	if !b24oauth.ValidMemberID(memberID) {
+		return 0, errors.New("redisstore: rate limiter: invalid member_id")
+	}
 	if !(b.Rate > 0) || b.Burst < 1 {
 		return 0, fmt.Errorf("redisstore: invalid bucket (burst %d, rate %v)", b.Burst, b.Rate)
 	}
@@ -101,8 +105,7 @@ func (l *Limiter) Take(ctx context.Context, memberID string, b b24oauth.Bucket, 
 	}
 	wait := time.Duration(res[1]) * time.Microsecond
 	if res[0] != 1 {
-		return 0, fmt.Errorf("redisstore: %s would wait %v for the portal's rate limit: %w",
-			memberID, wait.Round(time.Millisecond), context.DeadlineExceeded)
+		return 0, &b24oauth.RateLimitWaitError{Wait: wait}
 	}
 	return wait, nil
 }

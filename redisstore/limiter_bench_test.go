@@ -21,7 +21,7 @@ func benchmarkTake(b *testing.B, parallel bool) {
 	l, _ := newTestLimiter(b)
 	ctx := context.Background()
 	bucket := b24oauth.Bucket{Burst: 1 << 20, Rate: 1e6}
-	if _, err := l.Take(ctx, "bench", bucket, 1); err != nil { // loads the script
+	if _, err := l.Take(ctx, m1, bucket, 1); err != nil { // loads the script
 		b.Fatal(err)
 	}
 	lat := make([]time.Duration, 0, b.N)
@@ -29,7 +29,7 @@ func benchmarkTake(b *testing.B, parallel bool) {
 	if parallel {
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				if _, err := l.Take(ctx, "bench", bucket, 1); err != nil {
+				if _, err := l.Take(ctx, m1, bucket, 1); err != nil {
 					b.Error(err)
 					return
 				}
@@ -39,7 +39,7 @@ func benchmarkTake(b *testing.B, parallel bool) {
 	}
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
-		if _, err := l.Take(ctx, "bench", bucket, 1); err != nil {
+		if _, err := l.Take(ctx, m1, bucket, 1); err != nil {
 			b.Fatal(err)
 		}
 		lat = append(lat, time.Since(t0))

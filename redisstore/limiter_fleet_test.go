@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -49,7 +50,8 @@ func TestLimiterFleet(t *testing.T) {
 	if err := store.Save(context.Background(), fleettest.Installation(fake, p)); err != nil {
 		t.Fatal(err)
 	}
-	arg := strings.Join([]string{fake.URL(), fake.ClientID(), fake.ClientSecret(), fake.OAuthOrigin(), p.MemberID(), prefix}, "\n")
+	arg := strings.Join([]string{fake.URL(), fake.ClientID(), fake.ClientSecret(), fake.OAuthOrigin(), p.MemberID(), prefix,
+		"https://" + p.Domain() + "/warm-up"}, "\n")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -145,10 +147,10 @@ func TestLimiterFleet(t *testing.T) {
 // limiterChild is one process of TestLimiterFleet: an App on the shared Redis store and
 // limiter; once released (a line on stdin), limiterCalls calls at once.
 func limiterChild(t *testing.T, arg []string) {
-	if len(arg) != 6 {
-		t.Fatalf("child: %d arguments, want 6", len(arg))
+	if len(arg) != 7 {
+		t.Fatalf("child: %d arguments, want 7", len(arg))
 	}
-	url, clientID, secret, origin, member, prefix := arg[0], arg[1], arg[2], arg[3], arg[4], arg[5]
+	url, clientID, secret, origin, member, prefix, warmURL := arg[0], arg[1], arg[2], arg[3], arg[4], arg[5], arg[6]
 	client, err := dial()
 	if err != nil {
 		t.Fatal(err)
@@ -161,9 +163,11 @@ func limiterChild(t *testing.T, arg []string) {
 	rp := b24oauth.DefaultRestrictionParams()
 	rp.RateLimit.BurstLimit, rp.RateLimit.DrainRate = limiterBurst, limiterDrain
 	rp.RetryDelay = 10 * time.Millisecond
+	hc := b24test.ClientFor(url)
+	warmUp(t, hc, warmURL)
 	app, err := b24oauth.NewApp(b24oauth.AppConfig{
 		ClientID: clientID, ClientSecret: secret, Store: store,
-		HTTPClient:   b24test.ClientFor(url),
+		HTTPClient:   hc,
 		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		OAuthServers: []string{origin},
 		Restriction:  &rp,
@@ -209,4 +213,26 @@ func limiterChild(t *testing.T, arg []string) {
 	if n := app.RateLimiterFallbacks(); n != 0 {
 		t.Errorf("child: %d requests paced in-process, want 0", n)
 	}
+}
+
+// warmUp opens, with a request the fake's bucket does not count (a 404 on the portal's host),
+// as many connections to the portal as the burst: the TLS handshakes of a cold start would
+// otherwise hold the burst's first requests until the next ones are due, and they would reach
+// the portal together, which no client-side pacing can prevent.
+func warmUp(t *testing.T, hc *http.Client, url string) {
+	var wg sync.WaitGroup
+	for i := 0; i < limiterBurst; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := hc.Get(url)
+			if err != nil {
+				t.Errorf("child: warm-up: %v", err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+		}()
+	}
+	wg.Wait()
 }
