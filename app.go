@@ -33,7 +33,8 @@ type AppConfig struct {
 	Restriction *RestrictionParams
 	// RateLimiter, when set, paces every portal's requests together with the other replicas
 	// sharing it (redisstore.NewLimiter); while it fails, each portal is paced in this process
-	// (logged once per outage, counted by App.RateLimiterFallbacks). nil: in this process only.
+	// (logged once per outage, counted by App.RateLimiterFallbacks), and after a failure it is
+	// asked again only a second later. nil: in this process only.
 	RateLimiter RateLimiter
 	// CacheSize bounds the clients ClientForMember keeps (least recently used go first);
 	// 0: 1024.
@@ -185,7 +186,7 @@ func NewApp(cfg AppConfig) (*App, error) {
 	}
 	a.clients = newHTTPClients(a.httpClient)
 	if cfg.RateLimiter != nil {
-		a.shared = &sharedLimiter{rl: cfg.RateLimiter, log: a.log}
+		a.shared = &sharedLimiter{rl: cfg.RateLimiter, log: a.log, now: func() time.Time { return a.now() }}
 	}
 	if cfg.Restriction != nil {
 		a.restriction = cfg.Restriction.withDefaults()

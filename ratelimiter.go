@@ -51,18 +51,29 @@ func (e *RateLimitWaitError) Error() string {
 func (e *RateLimitWaitError) Is(target error) bool { return target == context.DeadlineExceeded }
 
 // sharedLimiter is an App's RateLimiter with what the App does around it: the log line when it
-// fails (once per outage) and when it is back, and the count of requests paced in-process
-// instead.
+// fails (once per outage) and when it is back, the count of requests paced in-process instead,
+// and the pause after a failure during which requests do not ask it (a backend that times out
+// would otherwise cost every request its timeout).
 type sharedLimiter struct {
 	rl        RateLimiter
 	log       *slog.Logger
+	now       func() time.Time
 	down      atomic.Bool
+	retryAt   atomic.Int64 // unix nanoseconds: while down, the next Take not before this
 	fallbacks atomic.Uint64
 }
+
+// sharedRetry is how long requests are paced in-process after the shared limiter failed before
+// one asks it again.
+const sharedRetry = time.Second
 
 // take asks the shared limiter for n tokens. ok false: it failed, and the caller paces with its
 // in-process bucket instead; err is set only when the wait would pass ctx's deadline.
 func (s *sharedLimiter) take(ctx context.Context, memberID string, b Bucket, n int) (wait time.Duration, ok bool, err error) {
+	if s.down.Load() && s.now().UnixNano() < s.retryAt.Load() {
+		s.fallbacks.Add(1)
+		return 0, false, nil
+	}
 	wait, err = s.rl.Take(ctx, memberID, b, n)
 	if err == nil {
 		if s.down.Load() && s.down.CompareAndSwap(true, false) {
@@ -76,6 +87,7 @@ func (s *sharedLimiter) take(ctx context.Context, memberID string, b Bucket, n i
 		return 0, false, err // the caller's context, not the limiter, says no
 	}
 	s.fallbacks.Add(1)
+	s.retryAt.Store(s.now().Add(sharedRetry).UnixNano())
 	if !s.down.Load() && s.down.CompareAndSwap(false, true) {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: shared rate limiter failed; pacing requests in this process until it is back",
 			slog.String("member_id", memberID), slog.String("error", err.Error()))

@@ -124,7 +124,8 @@ func TestSharedRateLimiterTimeout(t *testing.T) {
 }
 
 // While the shared limiter fails, calls go on paced in-process, each counted, the outage
-// logged once; the recovery is logged once too, and the shared limiter is used again.
+// logged once, and the limiter is not asked again for a second; then it is, and the recovery is
+// logged once too.
 func TestSharedRateLimiterOutage(t *testing.T) {
 	rl := &fakeRateLimiter{}
 	logs := &lockedBuffer{}
@@ -143,10 +144,18 @@ func TestSharedRateLimiterOutage(t *testing.T) {
 	if n := e.app.RateLimiterFallbacks(); n != 10 {
 		t.Errorf("RateLimiterFallbacks = %d, want 10", n)
 	}
+	rl.set(0, nil)
+	mustCallProfile(t, c) // within the pause: paced in-process, the limiter not asked
+	if n := len(rl.recorded()); n != 0 {
+		t.Errorf("takes within a second of the failure = %d, want 0", n)
+	}
+	if n := e.app.RateLimiterFallbacks(); n != 11 {
+		t.Errorf("RateLimiterFallbacks = %d, want 11", n)
+	}
+	e.clock.Advance(time.Second)
 	if n := strings.Count(logs.String(), "shared rate limiter failed"); n != 1 {
 		t.Errorf("outage logged %d times, want once:\n%s", n, logs)
 	}
-	rl.set(0, nil)
 	mustCallProfile(t, c)
 	mustCallProfile(t, c)
 	if n := len(rl.recorded()); n != 2 {
@@ -155,7 +164,7 @@ func TestSharedRateLimiterOutage(t *testing.T) {
 	if n := strings.Count(logs.String(), "shared rate limiter is back"); n != 1 {
 		t.Errorf("recovery logged %d times, want once:\n%s", n, logs)
 	}
-	if n := e.app.RateLimiterFallbacks(); n != 10 {
-		t.Errorf("RateLimiterFallbacks = %d after the outage, want still 10", n)
+	if n := e.app.RateLimiterFallbacks(); n != 11 {
+		t.Errorf("RateLimiterFallbacks = %d after the outage, want still 11", n)
 	}
 }
