@@ -31,6 +31,11 @@ type AppConfig struct {
 	OAuthServers []string
 	// Restriction sets each portal's rate limits and retries; nil: DefaultRestrictionParams().
 	Restriction *RestrictionParams
+	// RateLimiter, when set, paces every portal's requests together with the other replicas
+	// sharing it (redisstore.NewLimiter); while it fails, each portal is paced in this process
+	// (logged once per outage, counted by App.RateLimiterFallbacks), and after a failure it is
+	// asked again only a second later. nil: in this process only.
+	RateLimiter RateLimiter
 	// CacheSize bounds the clients ClientForMember keeps (least recently used go first);
 	// 0: 1024.
 	CacheSize int
@@ -121,7 +126,8 @@ type App struct {
 
 	rechecks map[string]bool // portals with a scheduleRecheck pending
 
-	inbound inboundState // ordinary events, offline pulls and frames (event_handler.go)
+	inbound inboundState   // ordinary events, offline pulls and frames (event_handler.go)
+	shared  *sharedLimiter // cfg.RateLimiter, nil without one
 }
 
 // unsavedPair is a refreshed pair whose write to the store failed.
@@ -198,6 +204,9 @@ func NewApp(cfg AppConfig) (*App, error) {
 		a.ownsTransport = true
 	}
 	a.clients = newHTTPClients(a.httpClient)
+	if cfg.RateLimiter != nil {
+		a.shared = &sharedLimiter{rl: cfg.RateLimiter, log: a.log, now: func() time.Time { return a.now() }}
+	}
 	if cfg.Restriction != nil {
 		a.restriction = cfg.Restriction.withDefaults()
 	}
@@ -504,7 +513,9 @@ func (a *App) portalLimiter(memberID string) *limiter {
 	if l := a.parked[memberID]; l != nil {
 		return l
 	}
-	return newLimiter(a.restriction)
+	l := newLimiter(a.restriction)
+	l.shared, l.memberID = a.shared, memberID
+	return l
 }
 
 // parkLocked keeps the limiter of a portal leaving the cache unless it is at rest, and now and

@@ -158,7 +158,7 @@ func (b *B24OAuth) Batch(ctx context.Context, cmds []BatchCommand, opts ...Batch
 	if err != nil {
 		return nil, err
 	}
-	resp, err := b.send(ctx, APIVersionV2, "batch", payload, readOnly)
+	resp, err := b.send(ctx, APIVersionV2, "batch", payload, readOnly, len(cmds))
 	if err != nil {
 		return nil, err
 	}

@@ -49,11 +49,12 @@ func (b *B24OAuth) call(ctx context.Context, ver APIVersion, method string, para
 	if err != nil {
 		return nil, fmt.Errorf("b24oauth: %s: %w", method, err)
 	}
-	return b.send(ctx, ver, method, payload, readOnly)
+	return b.send(ctx, ver, method, payload, readOnly, 1)
 }
 
-// send runs one REST call with its refreshes and retries. payload is a JSON object without auth.
-func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payload []byte, readOnly bool) (*Response, error) {
+// send runs one REST call with its refreshes and retries. payload is a JSON object without auth;
+// cost is how many requests the portal's bucket counts it as (a batch: its commands).
+func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payload []byte, readOnly bool, cost int) (*Response, error) {
 	start := time.Now()
 	rp := b.restriction.Load()
 	retries, refreshed := 0, false
@@ -69,7 +70,7 @@ func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payl
 				return nil, err
 			}
 		}
-		if err := b.limiter.wait(ctx, method); err != nil {
+		if err := b.limiter.wait(ctx, method, cost); err != nil {
 			return nil, err
 		}
 		resp, apiErr, wrote, err := b.post(ctx, ver, p, method, payload)

@@ -19,8 +19,8 @@ import (
 // at a fixed rate, and a request that overflows it gets HTTP 503 QUERY_LIMIT_EXCEEDED. The
 // operating limit counts, per method and application, the seconds of server time the method used
 // in a sliding window; once over the limit the method is refused with HTTP 429
-// OPERATION_TIME_LIMIT until old time expires. A batch counts as one request against the first
-// limit, and each of its commands against the second.
+// OPERATION_TIME_LIMIT until old time expires. Each command of a batch counts against both (the
+// client paces a batch as that many requests).
 //
 // The zero RestrictionParams means DefaultRestrictionParams(). Otherwise a zero field means its
 // default (see each field), except MaxRetries and RateLimit.Adaptive, which are used as given.
@@ -187,7 +187,7 @@ const burstJitter = 250 * time.Millisecond
 // and per-method state mirrors the operating limit the portal reports in every reply. One limiter
 // serves every client of a portal, for v2 and v3 calls alike. It is safe for concurrent use.
 //
-// The client calls wait before sending each request (a batch is one request), observe after
+// The client calls wait before sending each request (a batch counts its commands), observe after
 // each successful reply, and queryLimitExceeded or operationTimeLimit when the portal rejects a
 // request for a limit.
 type limiter struct {
@@ -211,6 +211,11 @@ type limiter struct {
 
 	methods   map[string]*methodState // methods with reported operating time or a block
 	lastSweep time.Time
+
+	// shared, when set, decides when requests take tokens from the portal's bucket (memberID's)
+	// across replicas; bucket then only paces while shared fails.
+	shared   *sharedLimiter
+	memberID string
 }
 
 // methodState is what the limiter knows of one method's operating limit.
@@ -294,11 +299,13 @@ func (l *limiter) setParams(p RestrictionParams) {
 	}
 }
 
-// wait blocks until a request for method may be sent: the method is neither blocked nor waiting
-// for its paced turn, and the bucket has a token, which wait takes. If ctx ends first, or its
+// wait blocks until a request for method standing for n requests against the portal's bucket (a
+// batch's commands; n < 1 counts as 1, more than the burst as the burst) may be sent: the method
+// is neither blocked nor waiting for its paced turn, and the bucket has n tokens, which wait
+// takes. If ctx ends first, or its
 // deadline would pass before the request may be sent, wait returns an error wrapping ctx's error
 // (context.DeadlineExceeded for a deadline) and takes nothing.
-func (l *limiter) wait(ctx context.Context, method string) error {
+func (l *limiter) wait(ctx context.Context, method string, n int) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -348,11 +355,27 @@ func (l *limiter) wait(ctx context.Context, method string) error {
 	if bucket == nil {
 		return nil
 	}
+	n = max(1, min(n, bucket.Burst()))
+	if l.shared != nil {
+		b := Bucket{Burst: bucket.Burst(), Rate: float64(bucket.Limit())}
+		d, ok, err := l.shared.take(ctx, l.memberID, b, n)
+		if err != nil {
+			l.releaseSlot(paced, slot, interval)
+			return fmt.Errorf("b24oauth: waiting for the portal's limits for %s: %w", method, err)
+		}
+		if ok {
+			if err := l.sleepUntil(ctx, method, l.now(), d); err != nil {
+				l.releaseSlot(paced, slot, interval)
+				return err
+			}
+			return nil
+		}
+	}
 	now := l.now()
-	if bucket.AllowN(now, 1) {
+	if bucket.AllowN(now, n) {
 		return nil
 	}
-	r := bucket.ReserveN(now, 1)
+	r := bucket.ReserveN(now, n)
 	if !r.OK() { // burst is at least 1, so this does not happen; do not spin if it does
 		l.releaseSlot(paced, slot, interval)
 		return fmt.Errorf("b24oauth: rate limiter refused a request for %s", method)

@@ -79,7 +79,7 @@ func rateParams(burst, drain float64, adaptive bool) RestrictionParams {
 
 func mustWait(t *testing.T, l *limiter, method string) {
 	t.Helper()
-	if err := l.wait(context.Background(), method); err != nil {
+	if err := l.wait(context.Background(), method, 1); err != nil {
 		t.Fatalf("wait(%q): %v", method, err)
 	}
 }
@@ -197,7 +197,7 @@ func TestLimiterWaitCancelledKeepsToken(t *testing.T) {
 		cancel()
 		return ctx.Err()
 	}
-	err := l.wait(ctx, "m")
+	err := l.wait(ctx, "m", 1)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("wait with a cancelled context = %v, want context.Canceled", err)
 	}
@@ -208,7 +208,7 @@ func TestLimiterWaitCancelledKeepsToken(t *testing.T) {
 	// An already cancelled context fails at once, whatever the bucket holds.
 	c.onSleep = nil
 	c.advance(time.Hour)
-	if err := l.wait(ctx, "m"); !errors.Is(err, context.Canceled) {
+	if err := l.wait(ctx, "m", 1); !errors.Is(err, context.Canceled) {
 		t.Errorf("wait(cancelled ctx) = %v, want context.Canceled", err)
 	}
 	if got := l.bucket.TokensAt(c.now()); got != 1 {
@@ -233,7 +233,7 @@ func TestLimiterWaitRealTimerCancel(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- l.wait(ctx, "m") }()
+	go func() { errc <- l.wait(ctx, "m", 1) }()
 	<-sleeping
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
@@ -266,7 +266,7 @@ func TestLimiterWaitPastDeadline(t *testing.T) {
 	mustWait(t, l, "m")
 	ctx, cancel := context.WithDeadline(context.Background(), c.now().Add(10*time.Minute))
 	defer cancel()
-	err := l.wait(ctx, "m")
+	err := l.wait(ctx, "m", 1)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("wait past the deadline = %v, want context.DeadlineExceeded", err)
 	}
@@ -279,7 +279,7 @@ func TestLimiterWaitPastDeadline(t *testing.T) {
 
 	ctx2, cancel2 := context.WithDeadline(context.Background(), c.now().Add(2*time.Hour))
 	defer cancel2()
-	if err := l.wait(ctx2, "m"); err != nil {
+	if err := l.wait(ctx2, "m", 1); err != nil {
 		t.Errorf("wait within the deadline: %v", err)
 	}
 	if diff := cmp.Diff([]time.Duration{time.Hour}, c.takeSleeps()); diff != "" {
@@ -554,7 +554,7 @@ func TestLimiterPacingSlotReleasedOnCancel(t *testing.T) {
 		cancel()
 		return ctx.Err()
 	}
-	if err := l.wait(ctx, "m"); !errors.Is(err, context.Canceled) {
+	if err := l.wait(ctx, "m", 1); !errors.Is(err, context.Canceled) {
 		t.Fatalf("wait = %v, want context.Canceled", err)
 	}
 	if got := l.methods["m"].next; !got.Equal(next) {
@@ -639,7 +639,7 @@ func TestLimiterConcurrent(t *testing.T) {
 			defer wg.Done()
 			method := fmt.Sprintf("m%d", g%3)
 			for i := range 50 {
-				if err := l.wait(context.Background(), method); err != nil {
+				if err := l.wait(context.Background(), method, 1); err != nil {
 					t.Errorf("wait: %v", err)
 					return
 				}
@@ -699,7 +699,7 @@ func BenchmarkLimiterWait(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for range b.N {
-		if err := l.wait(ctx, "crm.deal.list"); err != nil {
+		if err := l.wait(ctx, "crm.deal.list", 1); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -712,7 +712,7 @@ func BenchmarkLimiterWaitParallel(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if err := l.wait(ctx, "crm.deal.list"); err != nil {
+			if err := l.wait(ctx, "crm.deal.list", 1); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -735,5 +735,27 @@ func TestLimiterBurstHeadroom(t *testing.T) {
 	}
 	if got := rateParams(50, 1000, true).withDefaults().burst(); got != 40 {
 		t.Errorf("burst(50 at 1000/s) = %d, want 40", got)
+	}
+}
+
+// A batch takes as many tokens as it has commands (the portal counts every nested call); one
+// larger than the burst takes the whole bucket instead of failing.
+func TestLimiterBatchCost(t *testing.T) {
+	l, c := newTestLimiter(rateParams(50, 2, true)) // 49 tokens after the headroom
+	if err := l.wait(context.Background(), "batch", 5); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.bucket.TokensAt(c.now()); got != 44 {
+		t.Errorf("tokens after a batch of 5 = %v, want 44", got)
+	}
+	c.advance(time.Hour)
+	if err := l.wait(context.Background(), "batch", 100); err != nil {
+		t.Fatalf("batch larger than the burst: %v", err)
+	}
+	if got := l.bucket.TokensAt(c.now()); got != 0 {
+		t.Errorf("tokens after a batch larger than the burst = %v, want 0", got)
+	}
+	if s := c.takeSleeps(); len(s) != 0 {
+		t.Errorf("slept %v, want no sleep", s)
 	}
 }

@@ -118,7 +118,7 @@ func (l *lister) run(ctx context.Context, yield func(json.RawMessage, error) boo
 			yield(nil, fmt.Errorf("b24oauth: %s: encoding params: %w", l.method, err))
 			return
 		}
-		resp, err := l.b.send(ctx, APIVersionV2, l.method, payload, readOnly)
+		resp, err := l.b.send(ctx, APIVersionV2, l.method, payload, readOnly, 1)
 		if err != nil {
 			yield(nil, err)
 			return

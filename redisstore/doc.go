@@ -56,4 +56,15 @@
 // (the same check as a write), so it never removes what a later holder wrote. A record removed
 // behind the Store's back while an Update's function runs is not brought back: that Update
 // writes nothing and returns an error matching b24oauth.ErrNotInstalled.
+//
+// # Rate limit across replicas
+//
+// NewLimiter is a [b24oauth.RateLimiter] on the same Redis: set it as AppConfig.RateLimiter and
+// every replica takes a portal's request budget from one bucket, the string
+//
+//	P rate:{M}   value: the bucket's theoretical arrival time (µs on Redis's clock); expires once the bucket is full
+//
+// kept by one Lua script (GCRA) that reserves each caller's slot. While Redis cannot be reached,
+// the App paces each portal in its own process (b24oauth.App.RateLimiterFallbacks counts those
+// requests).
 package redisstore

@@ -808,3 +808,9 @@ func spend(ctx context.Context, env childEnv, refreshToken string) error {
 	}
 	return nil
 }
+
+// Installation returns the active installation of p, a portal of fake, with its current
+// tokens: what a fleet's shared store holds once the app is installed.
+func Installation(fake *b24test.Server, p *b24test.Portal) b24oauth.Installation {
+	return InstallationOf(fake, p, time.Now().UTC())
+}
