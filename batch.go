@@ -145,8 +145,9 @@ func (r *BatchResponse) All() iter.Seq2[string, BatchResult] {
 // A failing command does not fail Batch: its *APIError is in the reply (see BatchResponse.Err).
 // Batch returns an error only when the request as a whole failed (transport, authorization,
 // limits), with Call's refresh and retry behaviour. A batch holding any command that writes is
-// never re-sent when its fate is unknown. The batch counts as one request against the portal's
-// rate limit, and each command's reported time against its own method's operating limit.
+// never re-sent when its fate is unknown. Each command counts as one request against the portal's
+// rate limit (the client's limiter takes one token per command), and its reported time against
+// its own method's operating limit.
 func (b *B24OAuth) Batch(ctx context.Context, cmds []BatchCommand, opts ...BatchOption) (*BatchResponse, error) {
 	var o batchOptions
 	for _, opt := range opts {
@@ -158,7 +159,7 @@ func (b *B24OAuth) Batch(ctx context.Context, cmds []BatchCommand, opts ...Batch
 	if err != nil {
 		return nil, err
 	}
-	resp, err := b.send(ctx, APIVersionV2, "batch", payload, readOnly)
+	resp, err := b.sendN(ctx, APIVersionV2, "batch", payload, readOnly, len(cmds))
 	if err != nil {
 		return nil, err
 	}

@@ -54,6 +54,12 @@ func (b *B24OAuth) call(ctx context.Context, ver APIVersion, method string, para
 
 // send runs one REST call with its refreshes and retries. payload is a JSON object without auth.
 func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payload []byte, readOnly bool) (*Response, error) {
+	return b.sendN(ctx, ver, method, payload, readOnly, 1)
+}
+
+// sendN is send for a request that counts cost times against the portal's rate limit (a batch
+// of cost commands).
+func (b *B24OAuth) sendN(ctx context.Context, ver APIVersion, method string, payload []byte, readOnly bool, cost int) (*Response, error) {
 	start := time.Now()
 	rp := b.restriction.Load()
 	retries, refreshed := 0, false
@@ -69,7 +75,7 @@ func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payl
 				return nil, err
 			}
 		}
-		if err := b.limiter.wait(ctx, method); err != nil {
+		if err := b.limiter.waitN(ctx, method, cost); err != nil {
 			return nil, err
 		}
 		resp, apiErr, wrote, err := b.post(ctx, ver, p, method, payload)

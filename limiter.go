@@ -19,8 +19,9 @@ import (
 // at a fixed rate, and a request that overflows it gets HTTP 503 QUERY_LIMIT_EXCEEDED. The
 // operating limit counts, per method and application, the seconds of server time the method used
 // in a sliding window; once over the limit the method is refused with HTTP 429
-// OPERATION_TIME_LIMIT until old time expires. A batch counts as one request against the first
-// limit, and each of its commands against the second.
+// OPERATION_TIME_LIMIT until old time expires. Each command of a batch counts against both limits
+// as if it were sent alone (the outer request does not count), so the client takes one token per
+// command before sending a batch.
 //
 // The zero RestrictionParams means DefaultRestrictionParams(). Otherwise a zero field means its
 // default (see each field), except MaxRetries and RateLimit.Adaptive, which are used as given.
@@ -187,7 +188,7 @@ const burstJitter = 250 * time.Millisecond
 // and per-method state mirrors the operating limit the portal reports in every reply. One limiter
 // serves every client of a portal, for v2 and v3 calls alike. It is safe for concurrent use.
 //
-// The client calls wait before sending each request (a batch is one request), observe after
+// The client calls wait before sending each request (waitN with a batch's command count), observe after
 // each successful reply, and queryLimitExceeded or operationTimeLimit when the portal rejects a
 // request for a limit.
 type limiter struct {
@@ -299,6 +300,12 @@ func (l *limiter) setParams(p RestrictionParams) {
 // deadline would pass before the request may be sent, wait returns an error wrapping ctx's error
 // (context.DeadlineExceeded for a deadline) and takes nothing.
 func (l *limiter) wait(ctx context.Context, method string) error {
+	return l.waitN(ctx, method, 1)
+}
+
+// waitN is wait for a request that counts n times against the bucket (a batch of n commands).
+// n is capped at the bucket's burst, which a request could never otherwise get.
+func (l *limiter) waitN(ctx context.Context, method string, n int) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -348,11 +355,12 @@ func (l *limiter) wait(ctx context.Context, method string) error {
 	if bucket == nil {
 		return nil
 	}
+	n = max(1, min(n, bucket.Burst()))
 	now := l.now()
-	if bucket.AllowN(now, 1) {
+	if bucket.AllowN(now, n) {
 		return nil
 	}
-	r := bucket.ReserveN(now, 1)
+	r := bucket.ReserveN(now, n)
 	if !r.OK() { // burst is at least 1, so this does not happen; do not spin if it does
 		l.releaseSlot(paced, slot, interval)
 		return fmt.Errorf("b24oauth: rate limiter refused a request for %s", method)
