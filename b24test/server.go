@@ -68,6 +68,7 @@ type config struct {
 	v3AuthShape            string
 	redirectURI            string
 	missingRef             string
+	v3BatchFail            string
 }
 
 // Option configures a Server.
@@ -135,6 +136,12 @@ const (
 // MissingRefError; RefsRejected rejects every reference.
 func WithMissingReference(mode string) Option {
 	return func(c *config) { c.missingRef = mode }
+}
+
+// WithV3BatchFailure sets what a v3 batch does when a command fails:
+// V3BatchFailWhole (default) or V3BatchFailSlot.
+func WithV3BatchFailure(mode string) Option {
+	return func(c *config) { c.v3BatchFail = mode }
 }
 
 // WithRateLimit turns on the per-portal leaky bucket: each REST request (v2
