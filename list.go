@@ -23,6 +23,7 @@ type listOptions struct {
 	rowKey    string // the same field's key in a row
 	itemsKey  string // rows are under result.<itemsKey>; "" for result itself
 	single    bool   // one page per request, never chained in a batch
+	pageSize  int    // ListV3's pagination.limit
 }
 
 // WithSinglePages makes List fetch one page per request instead of chaining up to 50 pages in
@@ -172,10 +173,8 @@ func (l *lister) run(ctx context.Context, yield func(json.RawMessage, error) boo
 			return
 		}
 		last = next
-		for _, row := range rows {
-			if !yield(row, nil) {
-				return
-			}
+		if !yieldRows(rows, yield) {
+			return
 		}
 		if !full {
 			return
@@ -214,6 +213,16 @@ func (l *lister) checkPage(rows []json.RawMessage, after, chained bool, last int
 	}
 	l.rowKey = key
 	return true, next, nil
+}
+
+// yieldRows yields each row, and reports whether the loop wants more.
+func yieldRows(rows []json.RawMessage, yield func(json.RawMessage, error) bool) bool {
+	for _, row := range rows {
+		if !yield(row, nil) {
+			return false
+		}
+	}
+	return true
 }
 
 // errListChainBroken reports a chained page that does not continue the list.
@@ -273,12 +282,7 @@ func (l *lister) runChained(ctx context.Context, bound string, last *int64, yiel
 			return false, false
 		}
 		*last = next
-		for _, row := range rows {
-			if !yield(row, nil) {
-				return true, true
-			}
-		}
-		if !full {
+		if !yieldRows(rows, yield) || !full {
 			return true, true
 		}
 	}
@@ -288,18 +292,9 @@ func (l *lister) runChained(ctx context.Context, bound string, last *int64, yiel
 // listParams decodes params and merges the paging parameters into it. It returns the request
 // params, its filter (to be stored at "filter" of a copy), and whether the order is descending.
 func listParams(method string, params any, o listOptions) (req, filter map[string]any, desc bool, err error) {
-	if err := checkMethod(method); err != nil {
-		return nil, nil, false, err
-	}
-	if o.filterKey == "" || o.rowKey == "" {
-		return nil, nil, false, errors.New("b24oauth: WithCursorKey: empty key")
-	}
-	req, err = paramsMap(params)
+	req, desc, err = listRequest(method, params, o, "List")
 	if err != nil {
-		return nil, nil, false, fmt.Errorf("b24oauth: %s: %w", method, err)
-	}
-	if req == nil {
-		req = map[string]any{}
+		return nil, nil, false, err
 	}
 	switch f := req["filter"].(type) {
 	case nil:
@@ -314,33 +309,53 @@ func listParams(method string, params any, o listOptions) (req, filter map[strin
 	default:
 		return nil, nil, false, fmt.Errorf("b24oauth: %s: filter must be an object", method)
 	}
+	req["start"] = -1
+	delete(req, "filter")
+	return req, filter, desc, nil
+}
+
+// listRequest decodes params for List or ListV3 (fn): the order may only name the cursor field,
+// and is set to it; a select list gets the cursor field. It reports whether the order is
+// descending.
+func listRequest(method string, params any, o listOptions, fn string) (req map[string]any, desc bool, err error) {
+	if err := checkMethod(method); err != nil {
+		return nil, false, err
+	}
+	if o.filterKey == "" || o.rowKey == "" {
+		return nil, false, errors.New("b24oauth: WithCursorKey: empty key")
+	}
+	req, err = paramsMap(params)
+	if err != nil {
+		return nil, false, fmt.Errorf("b24oauth: %s: %w", method, err)
+	}
+	if req == nil {
+		req = map[string]any{}
+	}
 	dir := "ASC"
 	switch ord := req["order"].(type) {
 	case nil:
 	case []any:
 		if len(ord) > 0 {
-			return nil, nil, false, fmt.Errorf("b24oauth: %s: order must be an object", method)
+			return nil, false, fmt.Errorf("b24oauth: %s: order must be an object", method)
 		}
 	case map[string]any:
 		for k, v := range ord {
 			s, _ := v.(string)
 			s = strings.ToUpper(strings.TrimSpace(s))
 			if !strings.EqualFold(k, o.filterKey) || len(ord) > 1 || (s != "ASC" && s != "DESC") {
-				return nil, nil, false, fmt.Errorf("b24oauth: %s: List pages by %s, so order may only be {%q: \"ASC\"} or {%q: \"DESC\"}",
-					method, o.filterKey, o.filterKey, o.filterKey)
+				return nil, false, fmt.Errorf("b24oauth: %s: %s pages by %s, so order may only be {%q: \"ASC\"} or {%q: \"DESC\"}",
+					method, fn, o.filterKey, o.filterKey, o.filterKey)
 			}
 			dir = s
 		}
 	default:
-		return nil, nil, false, fmt.Errorf("b24oauth: %s: order must be an object", method)
+		return nil, false, fmt.Errorf("b24oauth: %s: order must be an object", method)
 	}
 	if sel, ok := req["select"].([]any); ok && len(sel) > 0 && !selects(sel, o.filterKey) {
 		req["select"] = append(sel, o.filterKey)
 	}
 	req["order"] = map[string]any{o.filterKey: dir}
-	req["start"] = -1
-	delete(req, "filter")
-	return req, filter, dir == "DESC", nil
+	return req, dir == "DESC", nil
 }
 
 // selects reports whether a select list names field or "*".

@@ -282,9 +282,13 @@ func v3DealGet(c *callCtx, body *phpArray) (any, *v3Error) {
 	return map[string]any{"item": v3DealItem(d, nil)}, nil
 }
 
+// MaxV3PageSize is the largest pagination.limit of a v3 list method (the default is 50).
+const MaxV3PageSize = 1000
+
 var v3Ops = map[string]string{"=": "=", "!=": "!", ">": ">", ">=": ">=", "<": "<", "<=": "<=", "in": "@"}
 
-// v3DealList: body {select:[...], filter:[[field,op,value],...],
+// v3DealList (crm.deal.list on /rest/api/, over the portal's seeded deals): body
+// {select:[...], filter:[[field,op,value],...],
 // order:{field:"ASC"|"DESC"}, pagination:{page:1, limit:50, offset:0}}.
 func v3DealList(c *callCtx, body *phpArray) (any, *v3Error) {
 	var sel []string
@@ -348,10 +352,10 @@ func v3DealList(c *callCtx, body *phpArray) (any, *v3Error) {
 	limit, offset := pageSize, 0
 	if a := pArray(body, "pagination"); a != nil {
 		if s, ok := pString(a, "limit"); ok {
-			if n, err := strconv.Atoi(s); err == nil && n > 0 && n <= pageSize {
+			if n, err := strconv.Atoi(s); err == nil && n > 0 && n <= MaxV3PageSize {
 				limit = n
 			} else {
-				return nil, validation("pagination.limit", "Must be between 1 and 50")
+				return nil, validation("pagination.limit", "Must be between 1 and 1000")
 			}
 		}
 		if s, ok := pString(a, "page"); ok {
