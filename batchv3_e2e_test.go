@@ -136,3 +136,48 @@ func TestBatchV3E2EFailingCommand(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkBatchV3 runs a v3 batch of 50 crm.deal.get commands per op against the fake.
+func BenchmarkBatchV3(b *testing.B) {
+	s := newFake(b)
+	p := s.AddPortal()
+	p.SeedDeals(50)
+	c := newClient(b, s, p, unlimited())
+	cmds := make([]b24oauth.BatchCommand, 50)
+	for i := range cmds {
+		cmds[i] = b24oauth.BatchCommand{Method: "crm.deal.get", Params: map[string]any{"id": i + 1}}
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		resp, err := c.BatchV3(ctx, cmds)
+		if err != nil || len(resp.Results) != 50 {
+			b.Fatalf("BatchV3: %v", err)
+		}
+	}
+}
+
+// BenchmarkListV3 lists 10,000 deals through the v3 crm.deal.list per op.
+func BenchmarkListV3(b *testing.B) {
+	s := newFake(b)
+	p := s.AddPortal()
+	p.SeedDeals(10000)
+	c := newClient(b, s, p, unlimited())
+	ctx := context.Background()
+	before := p.TotalRequests()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		n := 0
+		for _, err := range c.ListV3(ctx, "crm.deal.list", nil) {
+			if err != nil {
+				b.Fatal(err)
+			}
+			n++
+		}
+		if n != 10000 {
+			b.Fatalf("%d items, want 10000", n)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(p.TotalRequests()-before)/float64(b.N), "requests/op")
+}

@@ -49,6 +49,7 @@ type v3Builtin struct {
 var v3Builtins = map[string]v3Builtin{
 	"crm.deal.get":  {"crm", v3DealGet},
 	"crm.deal.list": {"crm", v3DealList},
+	"crm.deal.add":  {"crm", v3DealAdd},
 	"profile":       {"", v3Profile},
 }
 
@@ -97,12 +98,31 @@ func (p *Portal) serveV3(w http.ResponseWriter, r *http.Request, name string) {
 	if !ok {
 		return
 	}
+	key := r.Header.Get("Idempotency-Key")
+	if key != "" && p.replayIdempotent(w, key, method) {
+		return
+	}
 	res, tb, ve := p.runV3(user, method, body, false)
+	var reply []byte
+	if key != "" {
+		// Stored as executed, whether or not the reply then reaches the client.
+		reply = p.storeIdempotent(key, method, v3Envelope{Result: res, Time: tb}, ve == nil)
+	}
+	if p.takeLostReply(method) {
+		panic(http.ErrAbortHandler) // executed, and the connection breaks before the reply
+	}
 	if ve != nil {
 		writeV3Error(w, ve)
 		return
 	}
-	writeJSON(w, http.StatusOK, v3Envelope{Result: res, Time: tb})
+	if key == "" {
+		writeJSON(w, http.StatusOK, v3Envelope{Result: res, Time: tb})
+		return
+	}
+	w.Header().Set("Idempotency-Key", key)
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(reply)
 }
 
 // v3Auth authenticates a v3 request (Bearer, else the body's auth, which it removes), writing
