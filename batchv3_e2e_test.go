@@ -2,7 +2,9 @@ package b24oauth_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"iter"
 	"testing"
 
 	"github.com/b24go/b24oauth"
@@ -159,25 +161,7 @@ func BenchmarkBatchV3(b *testing.B) {
 
 // BenchmarkListV3 lists 10,000 deals through the v3 crm.deal.list per op.
 func BenchmarkListV3(b *testing.B) {
-	s := newFake(b)
-	p := s.AddPortal()
-	p.SeedDeals(10000)
-	c := newClient(b, s, p, unlimited())
-	ctx := context.Background()
-	before := p.TotalRequests()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		n := 0
-		for _, err := range c.ListV3(ctx, "crm.deal.list", nil) {
-			if err != nil {
-				b.Fatal(err)
-			}
-			n++
-		}
-		if n != 10000 {
-			b.Fatalf("%d items, want 10000", n)
-		}
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(p.TotalRequests()-before)/float64(b.N), "requests/op")
+	benchList(b, func(c *b24oauth.B24OAuth) iter.Seq2[json.RawMessage, error] {
+		return c.ListV3(context.Background(), "crm.deal.list", nil)
+	})
 }
