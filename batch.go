@@ -145,8 +145,9 @@ func (r *BatchResponse) All() iter.Seq2[string, BatchResult] {
 // A failing command does not fail Batch: its *APIError is in the reply (see BatchResponse.Err).
 // Batch returns an error only when the request as a whole failed (transport, authorization,
 // limits), with Call's refresh and retry behaviour. A batch holding any command that writes is
-// never re-sent when its fate is unknown. The batch counts as one request against the portal's
-// rate limit, and each command's reported time against its own method's operating limit.
+// never re-sent when its fate is unknown. Each command counts as one request against the portal's
+// rate limit (the client's limiter takes one token per command), and its reported time against
+// its own method's operating limit.
 func (b *B24OAuth) Batch(ctx context.Context, cmds []BatchCommand, opts ...BatchOption) (*BatchResponse, error) {
 	var o batchOptions
 	for _, opt := range opts {
@@ -193,16 +194,11 @@ func (b *B24OAuth) observeBatch(resp *BatchResponse, cmds []BatchCommand) {
 // an object in command order (keyed commands) or a list. Each command is
 // "method?php_query"; in a JSON body the strings are sent as they are, not encoded again.
 func encodeBatch(cmds []BatchCommand, halt bool) (payload []byte, keys []string, readOnly bool, err error) {
-	switch {
-	case len(cmds) == 0:
-		return nil, nil, false, fmt.Errorf("%w: no commands", ErrInvalidBatch)
-	case len(cmds) > MaxBatchCommands:
-		return nil, nil, false, fmt.Errorf("%w (%d commands)", ErrBatchTooLarge, len(cmds))
+	keys, readOnly, err = checkBatch(cmds)
+	if err != nil {
+		return nil, nil, false, err
 	}
 	keyed := cmds[0].Key != ""
-	keys = make([]string, len(cmds))
-	seen := make(map[string]bool, len(cmds))
-	readOnly = true
 	open, closing := byte('['), byte(']')
 	if keyed {
 		open, closing = '{', '}'
@@ -210,34 +206,16 @@ func encodeBatch(cmds []BatchCommand, halt bool) (payload []byte, keys []string,
 	buf := append(make([]byte, 0, 64*len(cmds)), `{"cmd":`...)
 	buf = append(buf, open)
 	for i, c := range cmds {
-		if (c.Key != "") != keyed {
-			return nil, nil, false, fmt.Errorf("%w: command %d: set Key on every command or on none", ErrInvalidBatch, i)
-		}
-		key := c.Key
-		if !keyed {
-			key = strconv.Itoa(i)
-		} else if seen[key] {
-			return nil, nil, false, fmt.Errorf("%w: duplicate key %q", ErrInvalidBatch, key)
-		}
-		seen[key] = true
-		keys[i] = key
-		if checkMethod(c.Method) != nil {
-			return nil, nil, false, fmt.Errorf("%w: command %q: invalid method name %q", ErrInvalidBatch, key, c.Method)
-		}
-		if m := strings.ToLower(c.Method); m == "batch" || m == "batch.json" {
-			return nil, nil, false, fmt.Errorf("%w: command %q: a batch cannot hold a batch", ErrInvalidBatch, key)
-		}
-		readOnly = readOnly && isReadOnly(c.Method)
 		cmd, err := batchCommandString(c)
 		if err != nil {
-			return nil, nil, false, fmt.Errorf("b24oauth: batch command %q: %w", key, err)
+			return nil, nil, false, fmt.Errorf("b24oauth: batch command %q: %w", keys[i], err)
 		}
 		if i > 0 {
 			buf = append(buf, ',')
 		}
 		if keyed {
 			// Written by hand: the portal runs the commands in the object's key order.
-			buf = appendJSONString(buf, key)
+			buf = appendJSONString(buf, keys[i])
 			buf = append(buf, ':')
 		}
 		buf = appendJSONString(buf, cmd)
@@ -249,6 +227,42 @@ func encodeBatch(cmds []BatchCommand, halt bool) (payload []byte, keys []string,
 		buf = append(buf, `,"halt":0}`...)
 	}
 	return buf, keys, readOnly, nil
+}
+
+// checkBatch validates the commands of a batch (v2 or v3) and returns their keys, and whether
+// every command only reads.
+func checkBatch(cmds []BatchCommand) (keys []string, readOnly bool, err error) {
+	switch {
+	case len(cmds) == 0:
+		return nil, false, fmt.Errorf("%w: no commands", ErrInvalidBatch)
+	case len(cmds) > MaxBatchCommands:
+		return nil, false, fmt.Errorf("%w (%d commands)", ErrBatchTooLarge, len(cmds))
+	}
+	keyed := cmds[0].Key != ""
+	keys = make([]string, len(cmds))
+	seen := make(map[string]bool, len(cmds))
+	readOnly = true
+	for i, c := range cmds {
+		if (c.Key != "") != keyed {
+			return nil, false, fmt.Errorf("%w: command %d: set Key on every command or on none", ErrInvalidBatch, i)
+		}
+		key := c.Key
+		if !keyed {
+			key = strconv.Itoa(i)
+		} else if seen[key] {
+			return nil, false, fmt.Errorf("%w: duplicate key %q", ErrInvalidBatch, key)
+		}
+		seen[key] = true
+		keys[i] = key
+		if checkMethod(c.Method) != nil {
+			return nil, false, fmt.Errorf("%w: command %q: invalid method name %q", ErrInvalidBatch, key, c.Method)
+		}
+		if m := strings.ToLower(c.Method); m == "batch" || m == "batch.json" {
+			return nil, false, fmt.Errorf("%w: command %q: a batch cannot hold a batch", ErrInvalidBatch, key)
+		}
+		readOnly = readOnly && isReadOnly(c.Method)
+	}
+	return keys, readOnly, nil
 }
 
 // batchCommandString renders one command as "method?query" ("method" without params).

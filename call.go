@@ -37,6 +37,13 @@ func (b *B24OAuth) Call(ctx context.Context, method string, params any) (*Respon
 
 // CallV3 calls a REST v3 method: a JSON POST to https://<domain>/rest/api/<method>. It behaves as
 // Call; v3 error replies ({"error":{"code","message","validation"}}) are *APIError too.
+//
+// A method that may write (any but *.get, *.list and the like) is sent with an Idempotency-Key
+// header: a random key, or the context's (ContextWithIdempotencyKey). So unlike Call, CallV3
+// re-sends a write whose fate is unknown (the connection broke after the request was sent, a
+// gateway error), always with the same key: the portal, which keeps the reply to a key for 24
+// hours, replays it rather than running the write again. A replayed reply is returned like the
+// original, with Response.Replayed set.
 func (b *B24OAuth) CallV3(ctx context.Context, method string, params any) (*Response, error) {
 	return b.call(ctx, APIVersionV3, method, params, isReadOnly(method))
 }
@@ -58,6 +65,13 @@ func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payl
 	start := time.Now()
 	rp := b.restriction.Load()
 	retries, refreshed := 0, false
+	var key string // the Idempotency-Key of a v3 write: every attempt sends the same
+	if ver == APIVersionV3 && !readOnly && method != "batch" {
+		var err error
+		if key, err = idempotencyKey(ctx); err != nil {
+			return nil, err
+		}
+	}
 	for {
 		if err := b.failFastErr(); err != nil {
 			return nil, err
@@ -73,7 +87,7 @@ func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payl
 		if err := b.limiter.wait(ctx, method, cost); err != nil {
 			return nil, err
 		}
-		resp, apiErr, wrote, err := b.post(ctx, ver, p, method, payload)
+		resp, apiErr, wrote, err := b.post(ctx, ver, p, method, payload, key)
 		switch {
 		case err != nil:
 			if ctx.Err() != nil {
@@ -84,7 +98,9 @@ func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payl
 				b.logCall(ctx, method, 0, start, retries, err)
 				return nil, fmt.Errorf("b24oauth: %s: %w", method, err)
 			}
-			if (!wrote || readOnly) && retries < rp.MaxRetries {
+			// A write whose fate is unknown is re-sent only under its Idempotency-Key: the portal
+			// then replays the reply of a run instead of running it again.
+			if (!wrote || readOnly || key != "") && retries < rp.MaxRetries {
 				retries++
 				if werr := sleepContext(ctx, backoff(retries, rp.RetryDelay)); werr != nil {
 					return nil, werr
@@ -92,7 +108,7 @@ func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payl
 				continue
 			}
 			b.logCall(ctx, method, 0, start, retries, err)
-			if wrote && !readOnly {
+			if wrote && !readOnly && key == "" {
 				return nil, fmt.Errorf("b24oauth: %s: the request may have been executed and is not re-sent: %w", method, err)
 			}
 			return nil, fmt.Errorf("b24oauth: %s: %w", method, err)
@@ -117,7 +133,7 @@ func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payl
 			b.limiter.operationTimeLimit(method, time.Time{})
 			retries++
 			continue
-		case readOnly && apiErr.Code == "" && apiErr.Status >= 500 && retries < rp.MaxRetries:
+		case (readOnly || key != "") && apiErr.Code == "" && apiErr.Status >= 500 && retries < rp.MaxRetries:
 			// A gateway error without a Bitrix24 reply: safe to retry only a read.
 			retries++
 			if err := sleepContext(ctx, backoff(retries, rp.RetryDelay)); err != nil {
@@ -133,7 +149,8 @@ func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payl
 
 // post sends one request. It returns the decoded reply or its error, whether the request was
 // written to the wire (so its fate is unknown on a transport error), and a transport error.
-func (b *B24OAuth) post(ctx context.Context, ver APIVersion, p *OAuthParams, method string, payload []byte) (*Response, *APIError, bool, error) {
+// A non-empty idemKey is sent as the Idempotency-Key header.
+func (b *B24OAuth) post(ctx context.Context, ver APIVersion, p *OAuthParams, method string, payload []byte, idemKey string) (*Response, *APIError, bool, error) {
 	var u string
 	if ver == APIVersionV3 {
 		u = strings.TrimSuffix(p.ClientEndpoint, "/rest/") + "/rest/api/" + method
@@ -149,6 +166,9 @@ func (b *B24OAuth) post(ctx context.Context, ver APIVersion, p *OAuthParams, met
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
+	if idemKey != "" {
+		req.Header.Set("Idempotency-Key", idemKey)
+	}
 	resp, err := b.sender().Do(req)
 	if err != nil {
 		return nil, nil, wrote.Load() || !isDialError(err), err
@@ -168,6 +188,7 @@ func (b *B24OAuth) post(ctx context.Context, ver APIVersion, p *OAuthParams, met
 		apiErr.Method, apiErr.Version = method, ver
 		return nil, apiErr, true, nil
 	}
+	r.Replayed = strings.EqualFold(resp.Header.Get("Idempotent-Replayed"), "true")
 	return r, nil, true, nil
 }
 

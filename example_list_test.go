@@ -50,7 +50,7 @@ func ExampleB24OAuth_List() {
 		count++
 		sum += v
 	}
-	fmt.Printf("%d deals worth %.2f, in %d requests\n", count, sum, p.Requests("crm.deal.list"))
+	fmt.Printf("%d deals worth %.2f, in %d requests\n", count, sum, p.TotalRequests())
 
 	// tasks.task.list puts its rows under result.tasks, with lower-case keys.
 	p.SeedTasks(3)
@@ -64,7 +64,7 @@ func ExampleB24OAuth_List() {
 		fmt.Println(task.ID, task.Title)
 	}
 	// Output:
-	// 120 deals worth 726000.00, in 3 requests
+	// 120 deals worth 726000.00, in 2 requests
 	// 1 Task 1
 	// 2 Task 2
 	// 3 Task 3

@@ -759,3 +759,26 @@ func TestLimiterBatchCost(t *testing.T) {
 		t.Errorf("slept %v, want no sleep", s)
 	}
 }
+
+// TestLimiterWaitNCountsEachCommand: a batch of n commands takes n tokens (the portal counts
+// each nested call), capped at the burst, which a single request could never exceed.
+func TestLimiterWaitNCountsEachCommand(t *testing.T) {
+	l, c := newTestLimiter(rateParams(51, 2, false)) // a burst of 50 tokens, 2 a second
+	ctx := context.Background()
+	if err := l.wait(ctx, "batch", 50); err != nil {
+		t.Fatal(err)
+	}
+	if s := c.takeSleeps(); len(s) != 0 {
+		t.Fatalf("a full bucket's worth slept %v, want no sleep", s)
+	}
+	if err := l.wait(ctx, "batch", 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.wait(ctx, "batch", 500); err != nil { // capped at 50
+		t.Fatal(err)
+	}
+	want := []time.Duration{5 * time.Second, 25 * time.Second}
+	if diff := cmp.Diff(want, c.takeSleeps()); diff != "" {
+		t.Errorf("sleeps mismatch (-want +got):\n%s", diff)
+	}
+}

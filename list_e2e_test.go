@@ -3,6 +3,7 @@ package b24oauth_test
 import (
 	"context"
 	"encoding/json"
+	"iter"
 	"strconv"
 	"testing"
 
@@ -51,20 +52,20 @@ func TestListE2EDeals(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("all 10000", func(t *testing.T) {
-		before := p.Requests("crm.deal.list")
+		before := p.TotalRequests()
 		ids := rowIDs(t, c.List(ctx, "crm.deal.list", map[string]any{"select": []string{"ID", "TITLE"}}), "ID")
 		checkSequence(t, ids, 1, 10000)
-		// 200 full pages, then an empty one: 10000 is a multiple of 50.
-		if n := p.Requests("crm.deal.list") - before; n != 201 {
-			t.Errorf("%d requests, want 201", n)
+		// One page, then batches of 50 chained pages: 50+2500+2500+2500, then 2450 and an empty page.
+		if n := p.TotalRequests() - before; n != 5 {
+			t.Errorf("%d requests, want 5", n)
 		}
 	})
 	t.Run("caller filter kept", func(t *testing.T) {
-		before := p.Requests("crm.deal.list")
+		before := p.TotalRequests()
 		ids := rowIDs(t, c.List(ctx, "crm.deal.list", map[string]any{"filter": map[string]any{">ID": 9880, "<=ID": 9990}}), "ID")
 		checkSequence(t, ids, 9881, 9990)
-		if n := p.Requests("crm.deal.list") - before; n != 3 {
-			t.Errorf("%d requests, want 3", n)
+		if n := p.TotalRequests() - before; n != 2 {
+			t.Errorf("%d requests, want 2 (a page, then a batch)", n)
 		}
 	})
 	t.Run("descending", func(t *testing.T) {
@@ -75,7 +76,7 @@ func TestListE2EDeals(t *testing.T) {
 		checkSequence(t, ids, 9901, 10000)
 	})
 	t.Run("break", func(t *testing.T) {
-		before := p.Requests("crm.deal.list")
+		before := p.TotalRequests()
 		n := 0
 		for _, err := range c.List(ctx, "crm.deal.list", nil) {
 			if err != nil {
@@ -85,7 +86,7 @@ func TestListE2EDeals(t *testing.T) {
 				break
 			}
 		}
-		if got := p.Requests("crm.deal.list") - before; got != 2 {
+		if got := p.TotalRequests() - before; got != 2 {
 			t.Errorf("%d requests for 75 rows, want 2", got)
 		}
 	})
@@ -99,8 +100,8 @@ func TestListE2ETasks(t *testing.T) {
 	ids := rowIDs(t, c.List(context.Background(), "tasks.task.list", map[string]any{"select": []string{"ID", "TITLE"}},
 		b24oauth.WithCursorKey("ID", "id"), b24oauth.WithItemsKey("tasks")), "id")
 	checkSequence(t, ids, 1, 130)
-	if n := p.Requests("tasks.task.list"); n != 3 {
-		t.Errorf("%d requests, want 3", n)
+	if n := p.TotalRequests(); n != 2 {
+		t.Errorf("%d requests, want 2", n)
 	}
 }
 
@@ -123,23 +124,31 @@ func TestListE2EExpiredTokenMidway(t *testing.T) {
 		}
 	}
 	checkSequence(t, ids, 1, 120)
-	if s.Refreshes() != 1 || p.Requests("crm.deal.list") != 4 {
-		t.Errorf("refreshes %d, requests %d; want 1 and 4 (one rejected)", s.Refreshes(), p.Requests("crm.deal.list"))
+	if s.Refreshes() != 1 || p.Requests("crm.deal.list") != 1 || p.Requests("batch") != 2 {
+		t.Errorf("refreshes %d, requests %d and batches %d; want 1, 1 and 2 (one rejected)",
+			s.Refreshes(), p.Requests("crm.deal.list"), p.Requests("batch"))
 	}
 }
 
 // BenchmarkList10000 lists 10,000 deals of the fake portal per op (seeded once).
 func BenchmarkList10000(b *testing.B) {
+	benchList(b, func(c *b24oauth.B24OAuth) iter.Seq2[json.RawMessage, error] {
+		return c.List(context.Background(), "crm.deal.list", map[string]any{"select": []string{"ID", "TITLE"}})
+	})
+}
+
+// benchList ranges over list(c) per op, 10,000 deals of a fake portal, and reports the
+// requests per op and rows per second.
+func benchList(b *testing.B, list func(*b24oauth.B24OAuth) iter.Seq2[json.RawMessage, error]) {
 	s := newFake(b)
 	p := s.AddPortal()
 	p.SeedDeals(10000)
 	c := newClient(b, s, p, unlimited())
-	ctx := context.Background()
-	before := p.Requests("crm.deal.list")
+	before := p.TotalRequests()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		n := 0
-		for _, err := range c.List(ctx, "crm.deal.list", map[string]any{"select": []string{"ID", "TITLE"}}) {
+		for _, err := range list(c) {
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -150,6 +159,6 @@ func BenchmarkList10000(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(p.Requests("crm.deal.list")-before)/float64(b.N), "requests/op")
+	b.ReportMetric(float64(p.TotalRequests()-before)/float64(b.N), "requests/op")
 	b.ReportMetric(float64(10000*b.N)/b.Elapsed().Seconds(), "rows/s")
 }

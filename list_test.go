@@ -126,7 +126,7 @@ func TestListPagesByID(t *testing.T) {
 		"filter": map[string]any{"STAGE_ID": "NEW", "<ID": 10000},
 		"select": []string{"TITLE"},
 	}
-	got, errs := collectIDs(t, c.List(context.Background(), "crm.deal.list", params), "ID")
+	got, errs := collectIDs(t, c.List(context.Background(), "crm.deal.list", params, b24oauth.WithSinglePages()), "ID")
 	if len(errs) != 0 {
 		t.Fatalf("errors: %v", errs)
 	}
@@ -149,7 +149,7 @@ func TestListPagesByID(t *testing.T) {
 	}
 
 	// The sequence can be ranged again, from the start.
-	again, errs := collectIDs(t, c.List(context.Background(), "crm.deal.list", params), "ID")
+	again, errs := collectIDs(t, c.List(context.Background(), "crm.deal.list", params, b24oauth.WithSinglePages()), "ID")
 	if len(errs) != 0 || len(again) != len(ids) || len(lp.requests()) != 6 {
 		t.Errorf("second run: %d rows, %v, %d requests in all", len(again), errs, len(lp.requests()))
 	}
@@ -159,7 +159,7 @@ func TestListExactMultipleAndEmpty(t *testing.T) {
 	c, mt := newMocked(t, testParams())
 	lp := newListPortal(seqIDs(1, 100, 1), "ID")
 	mt.RegisterResponder(http.MethodPost, dealListURL, lp.respond)
-	seq := c.List(context.Background(), "crm.deal.list", nil)
+	seq := c.List(context.Background(), "crm.deal.list", nil, b24oauth.WithSinglePages())
 	got, errs := collectIDs(t, seq, "ID")
 	if len(errs) != 0 || len(got) != 100 {
 		t.Fatalf("%d rows, errors %v", len(got), errs)
@@ -174,7 +174,7 @@ func TestListExactMultipleAndEmpty(t *testing.T) {
 
 	empty := newListPortal(nil, "ID")
 	mt.RegisterResponder(http.MethodPost, dealListURL, empty.respond)
-	got, errs = collectIDs(t, c.List(context.Background(), "crm.deal.list", nil), "ID")
+	got, errs = collectIDs(t, c.List(context.Background(), "crm.deal.list", nil, b24oauth.WithSinglePages()), "ID")
 	if len(got) != 0 || len(errs) != 0 || len(empty.requests()) != 1 {
 		t.Errorf("empty list: %v, %v, %d requests", got, errs, len(empty.requests()))
 	}
@@ -187,7 +187,7 @@ func TestListBreakStopsRequests(t *testing.T) {
 	for _, stopAfter := range []int{1, 50, 51} {
 		before := len(lp.requests())
 		n := 0
-		for _, err := range c.List(context.Background(), "crm.deal.list", nil) {
+		for _, err := range c.List(context.Background(), "crm.deal.list", nil, b24oauth.WithSinglePages()) {
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -208,7 +208,7 @@ func TestListErrorYieldedOnce(t *testing.T) {
 	lp := newListPortal(seqIDs(1, 120, 1), "ID")
 	mt.RegisterResponder(http.MethodPost, dealListURL, httpmock.Responder(lp.respond).Once().
 		Then(httpmock.NewStringResponder(400, `{"error":"ERROR_CORE","error_description":"boom"}`)))
-	got, errs := collectIDs(t, c.List(context.Background(), "crm.deal.list", nil), "ID")
+	got, errs := collectIDs(t, c.List(context.Background(), "crm.deal.list", nil, b24oauth.WithSinglePages()), "ID")
 	if len(got) != 50 {
 		t.Errorf("%d rows before the error, want 50", len(got))
 	}
@@ -230,7 +230,7 @@ func TestListTasksCursorKey(t *testing.T) {
 	lp.itemsKey = "tasks"
 	mt.RegisterResponder(http.MethodPost, "https://acme.bitrix24.com/rest/tasks.task.list", lp.respond)
 	got, errs := collectIDs(t, c.List(context.Background(), "tasks.task.list", map[string]any{"select": []string{"ID", "TITLE"}},
-		b24oauth.WithCursorKey("ID", "id"), b24oauth.WithItemsKey("tasks")), "id")
+		b24oauth.WithCursorKey("ID", "id"), b24oauth.WithItemsKey("tasks"), b24oauth.WithSinglePages()), "id")
 	if len(errs) != 0 || !cmp.Equal(got, seqIDs(1, 75, 1)) {
 		t.Fatalf("rows %v, errors %v", got, errs)
 	}
@@ -240,13 +240,13 @@ func TestListTasksCursorKey(t *testing.T) {
 	}
 
 	// Without options: the single list member of result is found, "id" matches "ID" ignoring case.
-	got, errs = collectIDs(t, c.List(context.Background(), "tasks.task.list", nil), "id")
+	got, errs = collectIDs(t, c.List(context.Background(), "tasks.task.list", nil, b24oauth.WithSinglePages()), "id")
 	if len(errs) != 0 || len(got) != 75 {
 		t.Errorf("defaults: %d rows, errors %v", len(got), errs)
 	}
 
 	// A wrong items key is reported.
-	_, errs = collectIDs(t, c.List(context.Background(), "tasks.task.list", nil, b24oauth.WithItemsKey("items")), "id")
+	_, errs = collectIDs(t, c.List(context.Background(), "tasks.task.list", nil, b24oauth.WithItemsKey("items"), b24oauth.WithSinglePages()), "id")
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), `"items"`) {
 		t.Errorf("wrong items key: errors %v", errs)
 	}
@@ -257,7 +257,7 @@ func TestListDescending(t *testing.T) {
 	ids := seqIDs(1, 60, 1)
 	lp := newListPortal(ids, "ID")
 	mt.RegisterResponder(http.MethodPost, dealListURL, lp.respond)
-	got, errs := collectIDs(t, c.List(context.Background(), "crm.deal.list", map[string]any{"order": map[string]any{"id": "desc"}}), "ID")
+	got, errs := collectIDs(t, c.List(context.Background(), "crm.deal.list", map[string]any{"order": map[string]any{"id": "desc"}}, b24oauth.WithSinglePages()), "ID")
 	if len(errs) != 0 || len(got) != 60 || got[0] != 60 || got[59] != 1 {
 		t.Fatalf("rows %v, errors %v", got, errs)
 	}
@@ -300,7 +300,7 @@ func TestListRejectsBadParamsWithoutRequest(t *testing.T) {
 		Order map[string]string `json:"order"`
 		Start int               `json:"start"`
 	}
-	got, errs := collectIDs(t, c.List(context.Background(), "crm.deal.list", listParams{Order: map[string]string{"ID": "ASC"}, Start: 50}), "ID")
+	got, errs := collectIDs(t, c.List(context.Background(), "crm.deal.list", listParams{Order: map[string]string{"ID": "ASC"}, Start: 50}, b24oauth.WithSinglePages()), "ID")
 	if len(errs) != 0 || len(got) != 10 || lp.requests()[0]["start"] != -1.0 {
 		t.Errorf("struct params: %v, %v, %v", got, errs, lp.requests())
 	}
@@ -314,7 +314,7 @@ func TestListCursorProblems(t *testing.T) {
 	mt.RegisterResponder(http.MethodPost, dealListURL, noID.respond)
 	n := 0
 	var errs []error
-	for row, err := range c.List(context.Background(), "crm.deal.list", nil) {
+	for row, err := range c.List(context.Background(), "crm.deal.list", nil, b24oauth.WithSinglePages()) {
 		if err != nil {
 			errs = append(errs, err)
 		} else if row != nil {
@@ -329,7 +329,7 @@ func TestListCursorProblems(t *testing.T) {
 	ignoring := newListPortal(seqIDs(1, 60, 1), "ID")
 	ignoring.ignore = true
 	mt.RegisterResponder(http.MethodPost, dealListURL, ignoring.respond)
-	got, errs := collectIDs(t, c.List(context.Background(), "crm.deal.list", nil), "ID")
+	got, errs := collectIDs(t, c.List(context.Background(), "crm.deal.list", nil, b24oauth.WithSinglePages()), "ID")
 	if len(got) != 50 || len(errs) != 1 || !strings.Contains(errs[0].Error(), "did not advance") || len(ignoring.requests()) != 2 {
 		t.Errorf("filter ignored: %d rows, errors %v, %d requests", len(got), errs, len(ignoring.requests()))
 	}
@@ -343,7 +343,7 @@ func TestListContextCancelled(t *testing.T) {
 	defer cancel()
 	n := 0
 	var errs []error
-	for _, err := range c.List(ctx, "crm.deal.list", nil) {
+	for _, err := range c.List(ctx, "crm.deal.list", nil, b24oauth.WithSinglePages()) {
 		if err != nil {
 			errs = append(errs, err)
 			continue

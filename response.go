@@ -15,6 +15,9 @@ type Response struct {
 	Total  int             // total rows of a list method; 0 when absent
 	Time   ResponseTime    // the portal's timing block
 	Status int             // HTTP status (200)
+	// Replayed is set when the portal answered a v3 write from its store of replies to an
+	// Idempotency-Key (Idempotent-Replayed: true): the write ran once, earlier.
+	Replayed bool
 }
 
 // Decode unmarshals Result into v.

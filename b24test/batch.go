@@ -20,6 +20,9 @@ var segRe = regexp.MustCompile(`\[([^\]]*)\]`)
 type batchAcc struct {
 	result, resultError, resultTotal, resultNext, resultTime *phpJSON
 	refs                                                     map[string]map[string]any
+	missingRef                                               string // WithMissingReference's mode
+	missing                                                  bool   // a reference of the current command did not resolve
+	hadRef                                                   bool   // the current command holds a reference
 }
 
 func truthy(v any) bool {
@@ -51,6 +54,9 @@ func (p *Portal) runBatch(user int, params *phpArray) (any, timeBlock) {
 		resultNext: newPHPJSON(), resultTime: newPHPJSON(),
 		refs: map[string]map[string]any{"result": {}, "next": {}, "total": {}, "time": {}, "error": {}},
 	}
+	s.mu.Lock()
+	acc.missingRef = s.cfg.missingRef
+	s.mu.Unlock()
 	halt := false
 	if v, ok := params.get("halt"); ok {
 		halt = truthy(v)
@@ -83,7 +89,15 @@ func (p *Portal) runBatch(user int, params *phpArray) (any, timeBlock) {
 			}
 			sub := newPHPArray()
 			parseStr(q, sub)
+			acc.missing, acc.hadRef = false, false
 			sub = acc.substitute(sub)
+			if (acc.missing && acc.missingRef == MissingRefError) || (acc.hadRef && acc.missingRef == RefsRejected) {
+				acc.fail(key, &Error{Code: "BATCH_REFERENCE_NOT_FOUND", Description: "A batch reference does not resolve"})
+				if halt {
+					break
+				}
+				continue
+			}
 			sub.del("auth")
 			sub.del("access_token")
 			out := p.call(user, method, sub, true)
@@ -189,17 +203,23 @@ func (acc *batchAcc) substituteString(v string) any {
 	if !strings.Contains(v, "$") {
 		return v
 	}
+	if refRe.MatchString(v) {
+		acc.hadRef = true
+	}
 	if m := refRe.FindStringSubmatchIndex(v); m != nil && m[0] == 0 && m[1] == len(v) {
 		// Whole value: replaced by the referenced value, arrays included.
 		if r, ok := acc.resolve(v[m[2]:m[3]], v[m[4]:m[5]]); ok {
 			return toParam(r)
 		}
-		return v
+		return acc.unresolved(v)
 	}
 	return refRe.ReplaceAllStringFunc(v, func(ref string) string {
 		sm := refRe.FindStringSubmatch(ref)
 		r, ok := acc.resolve(sm[1], sm[2])
 		if !ok {
+			if s, ok := acc.unresolved(ref).(string); ok {
+				return s
+			}
 			return ref
 		}
 		if s, ok := scalarText(r); ok {
@@ -207,6 +227,16 @@ func (acc *batchAcc) substituteString(v string) any {
 		}
 		return ref // non-scalar values are not substituted into strings
 	})
+}
+
+// unresolved is what a reference that does not resolve becomes, by the
+// server's WithMissingReference mode; it notes the miss for MissingRefError.
+func (acc *batchAcc) unresolved(ref string) any {
+	acc.missing = true
+	if acc.missingRef == MissingRefEmpty {
+		return ""
+	}
+	return ref
 }
 
 func scalarText(v any) (string, bool) {

@@ -33,6 +33,9 @@ type Portal struct {
 	total      int
 	requests   map[string]int
 	subcalls   map[string]int
+	idem       map[string]*idemReply // v3 replies by Idempotency-Key
+	idemExec   map[string]int        // v3 executions by Idempotency-Key
+	loseV3     map[string]int        // v3 replies still to lose, by method
 	rejections int
 	opRejects  int
 	bucket     float64
@@ -134,6 +137,9 @@ func (s *Server) AddPortal(opts ...PortalOption) *Portal {
 		nextUser:  2,
 		requests:  map[string]int{},
 		subcalls:  map[string]int{},
+		idem:      map[string]*idemReply{},
+		idemExec:  map[string]int{},
+		loseV3:    map[string]int{},
 		opUsage:   map[string][]opEntry{},
 	}
 	for _, o := range opts {

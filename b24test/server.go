@@ -70,6 +70,8 @@ type config struct {
 	redirectURI            string
 	deliveryTimeout        time.Duration
 	deliveryClient         *http.Client
+	missingRef             string
+	v3BatchFail            string
 }
 
 // Option configures a Server.
@@ -113,6 +115,36 @@ func WithRefreshTokenReuse(allow bool) Option {
 // that chain).
 func WithOldAccessTokenValid(valid bool) Option {
 	return func(c *config) { c.oldAccessValid = valid }
+}
+
+// Behaviours of a batch reference ($result[cmd][49][ID]) into a value the
+// earlier command's result does not have (WithMissingReference). What the real
+// portal does is not documented.
+const (
+	// MissingRefLiteral leaves the reference text in the parameter as it is
+	// (the default).
+	MissingRefLiteral = "literal"
+	// MissingRefEmpty replaces the reference with an empty value.
+	MissingRefEmpty = "empty"
+	// MissingRefError fails the command that holds it (result_error
+	// BATCH_REFERENCE_NOT_FOUND); with halt the batch stops there.
+	MissingRefError = "error"
+	// RefsRejected fails every command that holds a reference, resolvable or
+	// not, as a portal without reference support would.
+	RefsRejected = "rejected"
+)
+
+// WithMissingReference sets what a batch does with a reference to a value
+// that does not exist: MissingRefLiteral (default), MissingRefEmpty or
+// MissingRefError; RefsRejected rejects every reference.
+func WithMissingReference(mode string) Option {
+	return func(c *config) { c.missingRef = mode }
+}
+
+// WithV3BatchFailure sets what a v3 batch does when a command fails:
+// V3BatchFailWhole (default) or V3BatchFailSlot.
+func WithV3BatchFailure(mode string) Option {
+	return func(c *config) { c.v3BatchFail = mode }
 }
 
 // WithRateLimit turns on the per-portal leaky bucket: each REST request (v2

@@ -16,6 +16,7 @@ const (
 	v3MethodNotFound = "BITRIX_REST_V3_EXCEPTION_METHODNOTFOUNDEXCEPTION"
 	v3UnknownProp    = "BITRIX_REST_V3_EXCEPTION_UNKNOWNDTOPROPERTYEXCEPTION"
 	v3UnknownOp      = "BITRIX_REST_V3_EXCEPTION_UNKNOWNFILTEROPERATOREXCEPTION"
+	v3InvalidSelect  = "BITRIX_REST_V3_EXCEPTION_INVALIDSELECTEXCEPTION"
 )
 
 // v3Error is a REST v3 error with optional validation entries.
@@ -48,6 +49,7 @@ type v3Builtin struct {
 var v3Builtins = map[string]v3Builtin{
 	"crm.deal.get":  {"crm", v3DealGet},
 	"crm.deal.list": {"crm", v3DealList},
+	"crm.deal.add":  {"crm", v3DealAdd},
 	"profile":       {"", v3Profile},
 }
 
@@ -70,25 +72,62 @@ func (p *Portal) serveV3(w http.ResponseWriter, r *http.Request, name string) {
 		p.preEngineError(w, errNoAuth)
 		return
 	}
-	body := newPHPArray()
 	var raw []byte
 	if r.Body != nil {
 		raw, _ = io.ReadAll(io.LimitReader(r.Body, maxBody))
 	}
-	if len(strings.TrimSpace(string(raw))) > 0 {
+	isJSON := func() bool {
 		ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-		if ct != "application/json" {
-			writeV3Error(w, &v3Error{Code: v3InvalidJSON, Message: "Request body must be valid JSON", status: http.StatusBadRequest})
-			return
-		}
+		return ct == "application/json"
+	}
+	if method == "batch" {
+		p.serveV3Batch(w, r, raw, isJSON())
+		return
+	}
+	body := newPHPArray()
+	if len(strings.TrimSpace(string(raw))) > 0 {
 		v, err := decodeJSONOrdered(raw)
 		obj, isObj := v.(*phpArray)
-		if err != nil || !isObj || (len(obj.keys) > 0 && obj.isList()) {
+		if !isJSON() || err != nil || !isObj || (len(obj.keys) > 0 && obj.isList()) {
 			writeV3Error(w, &v3Error{Code: v3InvalidJSON, Message: "Request body must be valid JSON", status: http.StatusBadRequest})
 			return
 		}
 		body = obj
 	}
+	user, ok := p.v3Auth(w, r, body)
+	if !ok {
+		return
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if key != "" && p.replayIdempotent(w, key, method) {
+		return
+	}
+	res, tb, ve := p.runV3(user, method, body, false)
+	var reply []byte
+	if key != "" {
+		// Stored as executed, whether or not the reply then reaches the client.
+		reply = p.storeIdempotent(key, method, v3Envelope{Result: res, Time: tb}, ve == nil)
+	}
+	if p.takeLostReply(method) {
+		panic(http.ErrAbortHandler) // executed, and the connection breaks before the reply
+	}
+	if ve != nil {
+		writeV3Error(w, ve)
+		return
+	}
+	if key == "" {
+		writeJSON(w, http.StatusOK, v3Envelope{Result: res, Time: tb})
+		return
+	}
+	w.Header().Set("Idempotency-Key", key)
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(reply)
+}
+
+// v3Auth authenticates a v3 request (Bearer, else the body's auth, which it removes), writing
+// the error reply when that fails.
+func (p *Portal) v3Auth(w http.ResponseWriter, r *http.Request, body *phpArray) (int, bool) {
 	tok := bearer(r)
 	if v, ok := body.get("auth"); ok {
 		body.del("auth")
@@ -99,26 +138,31 @@ func (p *Portal) serveV3(w http.ResponseWriter, r *http.Request, name string) {
 	user, e := p.authenticate(tok)
 	if e != nil {
 		p.preEngineError(w, e)
-		return
+		return 0, false
 	}
 	w.Header().Set("X-Bitrix-Rest-Application", p.s.cfg.clientID)
+	return user, true
+}
 
+// runV3 runs one v3 method for user, alone or (inBatch) as a batch command.
+func (p *Portal) runV3(user int, method string, body *phpArray, inBatch bool) (any, timeBlock, *v3Error) {
 	s := p.s
 	s.mu.Lock()
+	if inBatch {
+		p.subcalls[method]++
+	}
 	fn := s.methodsV3[method]
 	b, isBuiltin := v3Builtins[method]
 	if fn == nil && (!isBuiltin || !p.hasScope(b.scope)) {
 		s.mu.Unlock()
-		writeV3Error(w, &v3Error{Code: v3MethodNotFound, Message: "Method not found", status: http.StatusNotFound})
-		return
+		return nil, timeBlock{}, &v3Error{Code: v3MethodNotFound, Message: "Method not found", status: http.StatusNotFound}
 	}
 	now := s.now()
 	d := s.durations[method]
 	used, resetAt, oe := p.operatingLocked(method, now, d)
 	if oe != nil {
 		s.mu.Unlock()
-		p.preEngineError(w, oe)
-		return
+		return nil, timeBlock{}, &v3Error{Code: oe.Code, Message: oe.Description, status: oe.status()}
 	}
 	tb := makeTime(now, d, used, resetAt)
 	if fn != nil {
@@ -126,20 +170,84 @@ func (p *Portal) serveV3(w http.ResponseWriter, r *http.Request, name string) {
 		res, err := safeCall(fn, p, plainMap(body))
 		if err != nil {
 			ae := asError(err)
-			writeV3Error(w, &v3Error{Code: ae.Code, Message: ae.Description, status: ae.status()})
-			return
+			return nil, tb, &v3Error{Code: ae.Code, Message: ae.Description, status: ae.status()}
 		}
-		writeJSON(w, http.StatusOK, v3Envelope{Result: res, Time: tb})
-		return
+		return res, tb, nil
 	}
 	c := &callCtx{p: p, user: user, now: now}
 	res, ve := b.fn(c, body)
 	s.mu.Unlock()
-	if ve != nil {
-		writeV3Error(w, ve)
+	return res, tb, ve
+}
+
+// Behaviours of a v3 batch whose command fails (WithV3BatchFailure). What the real portal does
+// is not documented.
+const (
+	// V3BatchFailWhole fails the whole batch with the failing command's error (its HTTP status
+	// and body); the commands after it are not run. The default, as the official JS SDK expects.
+	V3BatchFailWhole = "whole"
+	// V3BatchFailSlot puts {"error": {...}} in the failing command's slot of result and runs
+	// the others.
+	V3BatchFailSlot = "slot"
+)
+
+// serveV3Batch answers POST /rest/api/batch: a JSON array of {method, query}, or (as the JS SDK
+// sends it) an object keyed "0", "1", ... beside auth. result is an array in command order.
+func (p *Portal) serveV3Batch(w http.ResponseWriter, r *http.Request, raw []byte, isJSON bool) {
+	v, err := decodeJSONOrdered(raw)
+	all, isArr := v.(*phpArray)
+	if !isJSON || err != nil || !isArr {
+		writeV3Error(w, &v3Error{Code: v3InvalidJSON, Message: "Request body must be valid JSON", status: http.StatusBadRequest})
 		return
 	}
-	writeJSON(w, http.StatusOK, v3Envelope{Result: res, Time: tb})
+	user, ok := p.v3Auth(w, r, all)
+	if !ok {
+		return
+	}
+	if _, old := all.get("cmd"); old || !all.isList() {
+		writeV3Error(w, &v3Error{Code: v3InvalidSelect, Message: "Batch must be a list of {method, query}", status: http.StatusBadRequest})
+		return
+	}
+	if len(all.keys) > MaxBatch {
+		writeV3Error(w, validation("batch", "Max batch length exceeded"))
+		return
+	}
+	p.s.mu.Lock()
+	mode, start := p.s.cfg.v3BatchFail, p.s.now()
+	window := p.s.cfg.opWindow
+	p.s.mu.Unlock()
+	results := make([]any, 0, len(all.keys))
+	for _, k := range all.keys {
+		cmd, isObj := all.m[k].(*phpArray)
+		name := ""
+		if isObj {
+			name, _ = pString(cmd, "method")
+		}
+		name = strings.ToLower(strings.TrimSpace(name))
+		var res any
+		var ve *v3Error
+		switch {
+		case name == "":
+			ve = validation("method", "Required field")
+		case name == "batch":
+			ve = &v3Error{Code: v3MethodNotFound, Message: "Method is not allowed for batch usage", status: http.StatusBadRequest}
+		default:
+			query := pArray(cmd, "query")
+			if query == nil {
+				query = newPHPArray()
+			}
+			res, _, ve = p.runV3(user, name, query, true)
+		}
+		if ve != nil {
+			if mode != V3BatchFailSlot {
+				writeV3Error(w, ve)
+				return
+			}
+			res = map[string]any{"error": ve}
+		}
+		results = append(results, res)
+	}
+	writeJSON(w, http.StatusOK, v3Envelope{Result: results, Time: makeTime(start, 0, 0, start.Add(window))})
 }
 
 // v3 deal DTO: camelCase names mapped to the stored upper-case fields.
@@ -194,9 +302,13 @@ func v3DealGet(c *callCtx, body *phpArray) (any, *v3Error) {
 	return map[string]any{"item": v3DealItem(d, nil)}, nil
 }
 
+// MaxV3PageSize is the largest pagination.limit of a v3 list method (the default is 50).
+const MaxV3PageSize = 1000
+
 var v3Ops = map[string]string{"=": "=", "!=": "!", ">": ">", ">=": ">=", "<": "<", "<=": "<=", "in": "@"}
 
-// v3DealList: body {select:[...], filter:[[field,op,value],...],
+// v3DealList (crm.deal.list on /rest/api/, over the portal's seeded deals): body
+// {select:[...], filter:[[field,op,value],...],
 // order:{field:"ASC"|"DESC"}, pagination:{page:1, limit:50, offset:0}}.
 func v3DealList(c *callCtx, body *phpArray) (any, *v3Error) {
 	var sel []string
@@ -260,10 +372,10 @@ func v3DealList(c *callCtx, body *phpArray) (any, *v3Error) {
 	limit, offset := pageSize, 0
 	if a := pArray(body, "pagination"); a != nil {
 		if s, ok := pString(a, "limit"); ok {
-			if n, err := strconv.Atoi(s); err == nil && n > 0 && n <= pageSize {
+			if n, err := strconv.Atoi(s); err == nil && n > 0 && n <= MaxV3PageSize {
 				limit = n
 			} else {
-				return nil, validation("pagination.limit", "Must be between 1 and 50")
+				return nil, validation("pagination.limit", "Must be between 1 and 1000")
 			}
 		}
 		if s, ok := pString(a, "page"); ok {
