@@ -627,3 +627,17 @@ func (l *limiter) atRest() bool {
 	}
 	return true
 }
+
+// available is how many requests the bucket would let through now without waiting (the burst
+// when the request-rate limiter is off, or when a shared limiter decides).
+func (l *limiter) available() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.bucket == nil {
+		return l.p.burst()
+	}
+	if l.shared != nil {
+		return l.bucket.Burst()
+	}
+	return max(0, int(l.bucket.TokensAt(l.now())))
+}

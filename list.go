@@ -15,6 +15,10 @@ import (
 // listPageSize is the portal's fixed page size for list methods: a shorter page is the last.
 const listPageSize = 50
 
+// listMinChainPages is the smallest chained batch List sends when the rate limiter's bucket is
+// low.
+const listMinChainPages = 10
+
 // ListOption configures one List call.
 type ListOption func(*listOptions)
 
@@ -238,7 +242,11 @@ var errListChainBroken = errors.New("b24oauth: a chained page does not continue 
 func (l *lister) runChained(ctx context.Context, bound string, last *int64, yield func(json.RawMessage, error) bool) (done, ok bool) {
 	n := listChainPages
 	if p := l.b.limiter.params(); !p.rateOff() {
-		n = min(n, p.burst()) // a batch takes one token per page
+		// A batch takes one token per page, and the pages after the list's last are paid for
+		// but discarded: chain as many pages as the bucket holds now (at least
+		// listMinChainPages, so a drained bucket still saves round trips), not a full batch
+		// that would wait for tokens only to throw pages away at the end.
+		n = min(n, p.burst(), max(l.b.limiter.available(), listMinChainPages))
 	}
 	if n < 2 || l.rowKey == "" || strings.ContainsAny(l.rowKey+l.itemsKey, "[]$") {
 		return false, false
