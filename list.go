@@ -15,6 +15,16 @@ import (
 // listPageSize is the portal's fixed page size for list methods: a shorter page is the last.
 const listPageSize = 50
 
+// withListOptions returns o with opts applied in order.
+func withListOptions(o listOptions, opts []ListOption) listOptions {
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	return o
+}
+
 // listMinChainPages is the smallest chained batch List sends when the rate limiter's bucket is
 // low.
 const listMinChainPages = 10
@@ -93,12 +103,7 @@ func WithItemsKey(key string) ListOption {
 // and ends the iteration. Breaking out of the loop stops it at once: no further request is sent.
 // The returned sequence can be ranged over more than once, each time from the start.
 func (b *B24OAuth) List(ctx context.Context, method string, params any, opts ...ListOption) iter.Seq2[json.RawMessage, error] {
-	o := listOptions{filterKey: "ID", rowKey: "ID"}
-	for _, opt := range opts {
-		if opt != nil {
-			opt(&o)
-		}
-	}
+	o := withListOptions(listOptions{filterKey: "ID", rowKey: "ID"}, opts)
 	base, filter, desc, err := listParams(method, params, o)
 	return func(yield func(json.RawMessage, error) bool) {
 		if err != nil {

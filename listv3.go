@@ -40,12 +40,7 @@ func WithPageSize(n int) ListOption {
 //
 // Errors and breaking out of the loop behave as in List.
 func (b *B24OAuth) ListV3(ctx context.Context, method string, params any, opts ...ListOption) iter.Seq2[json.RawMessage, error] {
-	o := listOptions{filterKey: "id", rowKey: "id", pageSize: DefaultV3PageSize}
-	for _, opt := range opts {
-		if opt != nil {
-			opt(&o)
-		}
-	}
+	o := withListOptions(listOptions{filterKey: "id", rowKey: "id", pageSize: DefaultV3PageSize}, opts)
 	req, filter, desc, err := listV3Params(method, params, o)
 	return func(yield func(json.RawMessage, error) bool) {
 		if err != nil {
