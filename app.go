@@ -36,6 +36,10 @@ type AppConfig struct {
 	// (logged once per outage, counted by App.RateLimiterFallbacks), and after a failure it is
 	// asked again only a second later. nil: in this process only.
 	RateLimiter RateLimiter
+	// Observer receives what the App and its clients do (calls, retries, limiter waits,
+	// refreshes, store operations, events): otelb24.NewObserver records it as OpenTelemetry
+	// metrics and spans. nil: nothing is recorded.
+	Observer Observer
 	// CacheSize bounds the clients ClientForMember keeps (least recently used go first);
 	// 0: 1024.
 	CacheSize int

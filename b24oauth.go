@@ -40,6 +40,7 @@ type B24OAuth struct {
 	destroyed      atomic.Bool
 	failFast       atomic.Pointer[error] // set when the installation is revoked or gone: every call returns it
 	auth           AuthManager
+	observer       Observer // nil: nothing is reported
 
 	mu       sync.Mutex // guards the fields below
 	inflight *refreshCall
@@ -94,6 +95,7 @@ func New(params OAuthParams, secret OAuthSecret, opts ...Option) (*B24OAuth, err
 		now:            o.now,
 		callback:       o.callback,
 		custom:         o.custom,
+		observer:       o.observer,
 	}
 	if b.limiter == nil {
 		b.limiter = newLimiter(rp)

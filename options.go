@@ -37,6 +37,7 @@ type options struct {
 	refreshTimeout time.Duration
 	callback       CallbackRefreshAuth
 	custom         CustomRefreshAuth
+	observer       Observer
 	errs           []error
 
 	// Set by App for the clients it hands out.

@@ -1,0 +1,228 @@
+package b24oauth
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+)
+
+// Observer receives what an App and its clients do: REST calls and their retries, waits for
+// the portal's rate limits, token refreshes, store operations, and lifecycle and ordinary
+// events. Set it in AppConfig.Observer, or with WithObserver for a client on its own; nil (the
+// default) records nothing and costs nothing. The otelb24 module turns it into OpenTelemetry
+// metrics and spans.
+//
+// Methods are called synchronously, on the goroutine doing the work, possibly from many
+// goroutines at once: they must be safe for concurrent use, quick, and must not block. The
+// values they receive never hold a token, an application token or the client secret; an Err
+// prints as the SDK's errors do, redacted. Values of string fields meant for grouping
+// (Method, Outcome, Op, Reason, Event) come from small fixed sets or from the caller's own code,
+// never from an unverified request, so they are safe as metric attributes.
+//
+// The methods may grow: embed NopObserver in an implementation to keep it compiling when they
+// do.
+type Observer interface {
+	// CallStart is called when a REST request (Call, CallV3, one request of Batch, BatchV3, List
+	// or ListV3) begins, before the limiter and any refresh. The context it returns is the call's:
+	// the refresh, the HTTP request and CallEnd get it (an Observer puts its span there).
+	CallStart(ctx context.Context, c CallInfo) context.Context
+	// CallEnd is called once per CallStart, with the call's outcome.
+	CallEnd(ctx context.Context, c CallInfo, r CallResult)
+	// Retry is called each time a call's request is sent again, before the backoff.
+	Retry(ctx context.Context, c CallInfo, r RetryInfo)
+	// LimiterWait is called after each wait for the portal's limits (the rate limiter, a
+	// method's operating-time pacing), however short, with how long it took.
+	LimiterWait(ctx context.Context, c CallInfo, w LimiterWaitInfo)
+	// RefreshStart is called when a token refresh begins: one per refresh, however many calls
+	// wait for it; a refresh by KeepAlive too. The context it returns is the refresh's.
+	RefreshStart(ctx context.Context, r RefreshInfo) context.Context
+	// RefreshEnd is called once per RefreshStart, with the refresh's outcome.
+	RefreshEnd(ctx context.Context, r RefreshInfo, res RefreshResult)
+	// StoreOp is called after each operation of an App on its TokenStore.
+	StoreOp(ctx context.Context, s StoreOpInfo)
+	// Event is called after an App's handler answered an event (install, update, uninstall,
+	// an ordinary event of EventHandler) and after each offline event PullOfflineEvents handed
+	// to its function.
+	Event(ctx context.Context, e EventInfo)
+}
+
+// NopObserver is an Observer that does nothing. Embed it in an Observer that implements only
+// some of the methods, and to keep compiling when the interface grows.
+type NopObserver struct{}
+
+// CallStart returns ctx.
+func (NopObserver) CallStart(ctx context.Context, _ CallInfo) context.Context { return ctx }
+
+// CallEnd does nothing.
+func (NopObserver) CallEnd(context.Context, CallInfo, CallResult) {}
+
+// Retry does nothing.
+func (NopObserver) Retry(context.Context, CallInfo, RetryInfo) {}
+
+// LimiterWait does nothing.
+func (NopObserver) LimiterWait(context.Context, CallInfo, LimiterWaitInfo) {}
+
+// RefreshStart returns ctx.
+func (NopObserver) RefreshStart(ctx context.Context, _ RefreshInfo) context.Context { return ctx }
+
+// RefreshEnd does nothing.
+func (NopObserver) RefreshEnd(context.Context, RefreshInfo, RefreshResult) {}
+
+// StoreOp does nothing.
+func (NopObserver) StoreOp(context.Context, StoreOpInfo) {}
+
+// Event does nothing.
+func (NopObserver) Event(context.Context, EventInfo) {}
+
+// WithObserver makes the client report its calls, retries, limiter waits and refreshes to o.
+// nil: nothing is reported. The clients of an App report to AppConfig.Observer.
+func WithObserver(o Observer) Option {
+	return func(opts *options) { opts.observer = o }
+}
+
+// CallInfo describes a REST request.
+type CallInfo struct {
+	Method     string     // the REST method ("crm.deal.get"; "batch" for a batch)
+	APIVersion APIVersion // APIVersionV2 or APIVersionV3
+	MemberID   string     // the portal's member_id
+	Domain     string     // the portal's domain
+	Commands   int        // how many requests the portal counts it as: a batch's commands, else 1
+}
+
+// CallResult is how a REST request ended.
+type CallResult struct {
+	Outcome  string        // one of the Outcome constants
+	Status   int           // the portal's last HTTP status; 0 when none was received
+	Code     string        // the portal's error code (an *APIError's Code), if any
+	Retries  int           // how many times the request was sent again
+	Duration time.Duration // from CallStart, waits, refreshes and retries included
+	Err      error         // what the call returned; nil for OutcomeOK
+}
+
+// The outcomes of a call (CallResult.Outcome).
+const (
+	OutcomeOK        = "ok"         // the portal ran the call
+	OutcomeAPIError  = "api_error"  // the portal answered an error (an *APIError)
+	OutcomeLimited   = "limited"    // the portal's limits: QUERY_LIMIT_EXCEEDED or OPERATION_TIME_LIMIT after the retries, or a wait past the deadline
+	OutcomeAuthError = "auth_error" // no usable token: a failed refresh, a revoked or removed installation
+	OutcomeTransport = "transport"  // no reply: the network, TLS, a reply too large or not Bitrix24's
+	OutcomeCanceled  = "canceled"   // the caller's context ended
+)
+
+// RetryInfo is one re-send of a call.
+type RetryInfo struct {
+	Attempt int           // 1 for the first re-send
+	Reason  string        // one of the Retry constants
+	Delay   time.Duration // the backoff before the re-send (0: none)
+}
+
+// The reasons for a re-send (RetryInfo.Reason).
+const (
+	RetryQueryLimit    = "query_limit"          // 503 QUERY_LIMIT_EXCEEDED
+	RetryOperationTime = "operation_time_limit" // 429 OPERATION_TIME_LIMIT: the method was blocked
+	RetryExpiredToken  = "expired_token"        // 401 expired_token or invalid_token: refreshed, sent again
+	RetryTransport     = "transport"            // the connection failed (a read, or a v3 write under its Idempotency-Key)
+	RetryGateway       = "gateway"              // a 5xx without a Bitrix24 reply
+)
+
+// LimiterWaitInfo is one wait for the portal's limits before a request.
+type LimiterWaitInfo struct {
+	Wait time.Duration // how long the request was held
+	Err  error         // why the wait ended without the request being allowed (a deadline, a cancellation)
+}
+
+// RefreshInfo describes a token refresh.
+type RefreshInfo struct {
+	MemberID string // the portal's member_id
+	Domain   string // the portal's domain
+}
+
+// RefreshResult is how a refresh ended.
+type RefreshResult struct {
+	Outcome  string        // one of the Refresh constants
+	Duration time.Duration // from RefreshStart
+	// Err is the failure for RefreshRevoked and RefreshError; for RefreshOK, an error when the
+	// new pair is in use but could not be stored yet (the App retries the write).
+	Err error
+}
+
+// The outcomes of a refresh (RefreshResult.Outcome).
+const (
+	RefreshOK      = "ok"      // the OAuth server issued a new pair
+	RefreshAdopted = "adopted" // a newer pair was already stored (by another client or replica), and taken
+	RefreshRevoked = "revoked" // the refresh token was refused: the portal must reinstall the app
+	RefreshError   = "error"   // the refresh failed and may work later (the network, the store)
+)
+
+// StoreOpInfo is one operation of an App on its TokenStore.
+type StoreOpInfo struct {
+	Op       string        // one of the StoreOp constants
+	MemberID string        // the installation's member_id; "" for a list
+	Duration time.Duration // how long the store took
+	// Err is the store's failure. It is nil when the store answered: ErrNotInstalled,
+	// ErrAlreadyInstalled, and an update or conditional delete the App called off (its function
+	// returned an error on purpose) are answers.
+	Err error
+}
+
+// The operations of StoreOpInfo.Op.
+const (
+	StoreLoad     = "load"
+	StoreUpdate   = "update"
+	StoreCreate   = "create"
+	StoreDelete   = "delete"
+	StoreDeleteIf = "delete_if"
+	StoreList     = "list"
+)
+
+// EventInfo is an event an App answered.
+type EventInfo struct {
+	// Event is the event's name (ONAPPINSTALL, ONAPPUPDATE, ONAPPUNINSTALL, ONCRMDEALADD...;
+	// "install_page" for the install page POST). An ordinary event's name is given only once
+	// the event was verified: a rejected one has "" (its name, being the sender's word, would
+	// let anyone add names).
+	Event    string
+	MemberID string // the portal's member_id, once the event was verified; else ""
+	// Outcome is EventAccepted or EventRejected.
+	Outcome string
+	// Status is the HTTP status the handler answered (200 for an offline event handled, 500
+	// when the function failed); Reason says why a rejected event was refused, as told to the
+	// sender (it may quote a part of the request).
+	Status   int
+	Reason   string
+	Offline  bool          // an offline event (PullOfflineEvents)
+	Duration time.Duration // how long the handler took
+}
+
+// The outcomes of an event (EventInfo.Outcome).
+const (
+	EventAccepted = "accepted"
+	EventRejected = "rejected"
+)
+
+// callOutcome classifies what send returned.
+func callOutcome(ctx context.Context, err error) (outcome string, status int, code string) {
+	if err == nil {
+		return OutcomeOK, http.StatusOK, ""
+	}
+	var ae *APIError
+	if errors.As(err, &ae) {
+		switch ae.Code {
+		case "QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT":
+			return OutcomeLimited, ae.Status, ae.Code
+		}
+		return OutcomeAPIError, ae.Status, ae.Code
+	}
+	var rte *RefreshTokenError
+	switch {
+	case errors.As(err, &rte), errors.Is(err, ErrNotInstalled), errors.Is(err, ErrDestroyed):
+		return OutcomeAuthError, 0, ""
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		// A limiter's wait past the deadline fails before the deadline itself.
+		return OutcomeLimited, 0, ""
+	case ctx.Err() != nil:
+		return OutcomeCanceled, 0, ""
+	}
+	return OutcomeTransport, 0, ""
+}
