@@ -15,7 +15,7 @@ export B24OAUTH_TEST_POSTGRES B24OAUTH_TEST_REDIS
 GO      ?= go
 SHELL   := /bin/bash
 
-.PHONY: all test test-oldest vet lint bench fuzz fuzz-short services modcheck tidy set-version
+.PHONY: all test test-oldest vet lint bench bench-process fuzz fuzz-short services modcheck tidy set-version
 
 all: lint test
 
@@ -65,6 +65,18 @@ bench:
 		(cd $$m && $(GO) test -run '^$$' -bench . -benchmem ./...) || failed="$$failed $$m"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi
+
+# What a call costs a whole process (issue 10), SDK against a hand-written net/http client:
+# internal/processbench starts a loopback HTTPS server, then RUNS pairs of client processes,
+# raw and sdk (20,000 calls each after a warm-up, 64 in flight, each pinned to one core), and
+# prints each pair's CPU-per-call and throughput ratios and the medians. Not part of `make test`;
+# it fails on errors only, never on a ratio. TOGETHER=1 runs a pair's clients at the same time
+# (less noise on a busy machine); PROFILE=dir (PROFILE=1: /tmp/b24oauth-processbench) also
+# writes CPU and allocation profiles of one more run of each client.
+RUNS ?= 7
+PROFILE_DIR = $(if $(filter 1,$(PROFILE)),/tmp/b24oauth-processbench,$(PROFILE))
+bench-process:
+	$(GO) run ./internal/processbench -runs $(RUNS) $(if $(TOGETHER),-together) $(if $(PROFILE),-profile $(PROFILE_DIR))
 
 # Every fuzz target of every module (FuzzLifecycleHandlers in the root so far), FUZZTIME each.
 # go test -fuzz takes one package and one target at a time, so the targets are listed first.
