@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -238,17 +239,26 @@ func (b *B24OAuth) post(ctx context.Context, ver APIVersion, p *OAuthParams, met
 		// Not followed (see refuseRedirect), and its body is not read.
 		return nil, &APIError{Status: resp.StatusCode, Method: method, Version: ver, Description: redirectDescription(resp)}, true, nil
 	}
-	body, held, err := readReply(ctx, resp, b.maxReply, b.budget)
-	defer b.budget.release(held) // after decoding: until then body is in use
+	// The reply is read into a pooled buffer: decodeReply keeps nothing of it, so the buffer goes
+	// back to the pool (and the budget gets its share back) once the reply is decoded.
+	buf := replyBufs.Get().(*[]byte)
+	reply, held, err := readReplyInto(ctx, resp, b.maxReply, b.budget, *buf)
+	defer func() {
+		b.budget.release(held)
+		replyBufs.Put(buf)
+	}()
 	if err != nil {
 		return nil, nil, true, err
 	}
-	r, apiErr := decodeReply(resp.StatusCode, body)
+	r, apiErr := decodeReply(resp.StatusCode, reply)
 	if apiErr != nil {
 		apiErr.Method, apiErr.Version = method, ver
 		return nil, apiErr, true, nil
 	}
-	r.Replayed = strings.EqualFold(resp.Header.Get("Idempotent-Replayed"), "true")
+	// resp.Header's keys are canonical: a direct lookup is Header.Get without canonicalizing.
+	if v := resp.Header["Idempotent-Replayed"]; len(v) > 0 {
+		r.Replayed = strings.EqualFold(v[0], "true")
+	}
 	return r, nil, true, nil
 }
 
@@ -283,33 +293,41 @@ type flexEnvelope struct {
 
 // plainTime is the time block as the portal normally sends it.
 type plainTime struct {
-	Start            float64 `json:"start"`
-	Finish           float64 `json:"finish"`
-	Duration         float64 `json:"duration"`
-	Processing       float64 `json:"processing"`
-	DateStart        string  `json:"date_start"`
-	DateFinish       string  `json:"date_finish"`
-	Operating        float64 `json:"operating"`
-	OperatingResetAt float64 `json:"operating_reset_at"`
+	Start            float64  `json:"start"`
+	Finish           float64  `json:"finish"`
+	Duration         float64  `json:"duration"`
+	Processing       float64  `json:"processing"`
+	DateStart        jsonDate `json:"date_start"`
+	DateFinish       jsonDate `json:"date_finish"`
+	Operating        float64  `json:"operating"`
+	OperatingResetAt float64  `json:"operating_reset_at"`
 }
 
 func (t plainTime) responseTime() ResponseTime {
 	return ResponseTime{
 		Start: t.Start, Finish: t.Finish, Duration: t.Duration, Processing: t.Processing,
-		DateStart: parseDate(t.DateStart), DateFinish: parseDate(t.DateFinish),
+		DateStart: time.Time(t.DateStart), DateFinish: time.Time(t.DateFinish),
 		Operating: t.Operating, OperatingResetAt: int64(t.OperatingResetAt),
 	}
 }
 
+// envelopes holds the envelopes decodeReply decodes into, each zero.
+var envelopes = sync.Pool{New: func() any { return new(envelope) }}
+
 // decodeReply turns a reply into a Response, or an *APIError for an error reply (v2:
 // {"error":"CODE","error_description":"..."}; v3: {"error":{"code","message","validation"}}).
+// Nothing it returns refers to body, which the caller reuses.
 func decodeReply(status int, body []byte) (*Response, *APIError) {
-	var env envelope
+	env := envelopes.Get().(*envelope)
+	defer func() {
+		*env = envelope{} // drops the Result the caller now holds
+		envelopes.Put(env)
+	}()
 	var rt ResponseTime
-	if err := json.Unmarshal(body, &env); err == nil {
+	if err := json.Unmarshal(body, env); err == nil {
 		rt = env.Time.responseTime()
 	} else if fe := (flexEnvelope{}); json.Unmarshal(body, &fe) == nil {
-		env, rt = fe.envelope, fe.Time
+		*env, rt = fe.envelope, fe.Time
 	} else {
 		return nil, &APIError{Status: status, Description: "the portal's reply is not JSON"}
 	}
@@ -369,6 +387,7 @@ func encodeParams(params any) ([]byte, error) {
 		return nil, nil
 	}
 	var data []byte
+	marshaled := false // by json.Marshal: valid and without surrounding space
 	switch v := params.(type) {
 	case json.RawMessage:
 		data = v
@@ -379,12 +398,15 @@ func encodeParams(params any) ([]byte, error) {
 		if data, err = json.Marshal(params); err != nil {
 			return nil, fmt.Errorf("encoding params: %w", err)
 		}
+		marshaled = true
 	}
-	data = bytes.TrimSpace(data)
+	if !marshaled {
+		data = bytes.TrimSpace(data)
+	}
 	if bytes.Equal(data, []byte("null")) {
 		return nil, nil
 	}
-	if len(data) < 2 || data[0] != '{' || !json.Valid(data) {
+	if len(data) < 2 || data[0] != '{' || !marshaled && !json.Valid(data) {
 		return nil, errors.New("params must encode to a JSON object")
 	}
 	return data, nil
@@ -406,7 +428,7 @@ func withAuth(payload []byte, token string) []byte {
 
 func appendJSONString(buf []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f {
+		if !jsonPlain[s[i]] {
 			q, _ := json.Marshal(s)
 			return append(buf, q...)
 		}
@@ -415,6 +437,16 @@ func appendJSONString(buf []byte, s string) []byte {
 	buf = append(buf, s...)
 	return append(buf, '"')
 }
+
+// jsonPlain marks the bytes a JSON string holds as they are (printable ASCII but " and \):
+// a token made of them only is quoted without json.Marshal. A table, as the check runs over
+// every byte of the access token on every call.
+var jsonPlain = func() (t [256]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 // checkMethod rejects method names that could change the URL's meaning.
 func checkMethod(method string) error {

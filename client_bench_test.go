@@ -88,6 +88,100 @@ func BenchmarkCall(b *testing.B) {
 	})
 }
 
+// BenchmarkCallOverhead measures what a call costs the client itself, without network or
+// server: the transport answers from memory. raw is a careful hand-written client (a JSON POST,
+// the reply read with a bound and decoded into a struct with result as json.RawMessage); Call
+// goes through the SDK with the limiter at its defaults except for a bucket it never empties,
+// and no Observer. Both decode the result as a caller would. Its allocs/op are the client's
+// alone (BenchmarkCall's include the loopback server's): Call should allocate no more than raw.
+// What a whole process pays per call (GC, TLS, goroutines) is `make bench-process`.
+func BenchmarkCallOverhead(b *testing.B) {
+	hc := &http.Client{Transport: memoryTransport(profileReply)}
+	type result struct {
+		ID string `json:"ID"`
+	}
+	b.Run("raw", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			body, err := json.Marshal(map[string]any{"auth": testAccess, "id": 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, "https://acme.bitrix24.com/rest/crm.deal.get", bytes.NewReader(body))
+			if err != nil {
+				b.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json")
+			resp, err := hc.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			raw, err := io.ReadAll(io.LimitReader(resp.Body, b24oauth.DefaultMaxResponseBytes))
+			resp.Body.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+			var env struct {
+				Result json.RawMessage `json:"result"`
+				Error  string          `json:"error"`
+				Time   struct {
+					Start            float64 `json:"start"`
+					Finish           float64 `json:"finish"`
+					Duration         float64 `json:"duration"`
+					Processing       float64 `json:"processing"`
+					DateStart        string  `json:"date_start"`
+					DateFinish       string  `json:"date_finish"`
+					Operating        float64 `json:"operating"`
+					OperatingResetAt int64   `json:"operating_reset_at"`
+				} `json:"time"`
+			}
+			if err := json.Unmarshal(raw, &env); err != nil || resp.StatusCode != http.StatusOK || env.Error != "" {
+				b.Fatal(resp.StatusCode, env.Error, err)
+			}
+			var r result
+			if err := json.Unmarshal(env.Result, &r); err != nil || r.ID != "1" {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Call", func(b *testing.B) {
+		rp := b24oauth.DefaultRestrictionParams()
+		rp.RateLimit.BurstLimit, rp.RateLimit.DrainRate = 1e9, 1e9
+		c, err := b24oauth.New(testParams(), testSecretPair, b24oauth.WithHTTPClient(hc), b24oauth.WithRestrictionParams(rp))
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx := context.Background()
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			resp, err := c.Call(ctx, "crm.deal.get", map[string]any{"id": 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var r result
+			if err := resp.Decode(&r); err != nil || r.ID != "1" {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// memoryTransport answers every request with reply, after reading the request's body.
+type memoryTransport []byte
+
+func (reply memoryTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		_, _ = io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+	}
+	return &http.Response{
+		StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}},
+		Body: io.NopCloser(bytes.NewReader(reply)), ContentLength: int64(len(reply)), Request: r,
+	}, nil
+}
+
 // reportCPU reports the process's CPU time (user and system, client and loopback server
 // together) per operation as cpu-ns/op: on a shared machine it is steadier than wall time.
 func reportCPU(b *testing.B) func() {

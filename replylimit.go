@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sync/semaphore"
@@ -105,15 +106,26 @@ func (b *ResponseBudget) release(n int64) {
 // freeReplyBytes, the body is read under budget; held is what it took, which the caller gives
 // back (budget.release) once done with the bytes, also when err is not nil.
 func readReply(ctx context.Context, resp *http.Response, limit int64, budget *ResponseBudget) (body []byte, held int64, err error) {
+	return readReplyInto(ctx, resp, limit, budget, nil)
+}
+
+// readReplyInto is readReply reading into scratch (its capacity; at most freeReplyBytes) when
+// the reply fits in it or its length is unknown. body is then scratch's array, until the reply
+// outgrows it.
+func readReplyInto(ctx context.Context, resp *http.Response, limit int64, budget *ResponseBudget, scratch []byte) (body []byte, held int64, err error) {
 	cl := resp.ContentLength
 	if cl > limit {
 		return nil, 0, tooLarge(limit)
 	}
-	size := int64(512)
-	if cl >= 0 {
-		size = min(cl, freeReplyBytes) + 1 // +1: room to read the EOF without growing
+	var buf []byte
+	switch {
+	case scratch != nil && cl < int64(cap(scratch)): // also a reply of unknown length (cl < 0)
+		buf = scratch[:0]
+	case cl >= 0:
+		buf = make([]byte, 0, min(cl, freeReplyBytes)+1) // +1: room to read the EOF without growing
+	default:
+		buf = make([]byte, 0, 512)
 	}
-	buf := make([]byte, 0, size)
 	for {
 		if len(buf) == cap(buf) {
 			next := min(2*int64(cap(buf)), limit+1)
@@ -145,6 +157,19 @@ func readReply(ctx context.Context, resp *http.Response, limit int64, budget *Re
 		}
 	}
 }
+
+// pooledReplyBytes is the capacity of the buffers in replyBufs: replies up to 16 KiB (a
+// record, a short list) are read without allocating. It stays within freeReplyBytes, so that a
+// reply reads as much without the budget as it would otherwise.
+const pooledReplyBytes = 16 << 10
+
+// replyBufs holds buffers (*[]byte of pooledReplyBytes capacity) to read replies into. A
+// buffer goes back once its reply is decoded: nothing decoded refers to it (strings and
+// json.RawMessage values are copies).
+var replyBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, pooledReplyBytes)
+	return &b
+}}
 
 // jsonCount returns the number of members of the JSON object, or elements of the JSON array, raw
 // (valid JSON, as decoded before), counting no further than limit+1: a cheap check, before a

@@ -10,8 +10,16 @@ import (
 )
 
 // TestBudgetHoldsBackLongReplies: while one long reply holds the budget, another reads no
-// further than its free part: it waits, and reads on once the first is done.
+// further than its free part: it waits, and reads on once the first is done. Replies read into
+// a buffer of their own, or (as post does) into a pooled one first.
 func TestBudgetHoldsBackLongReplies(t *testing.T) {
+	t.Run("own buffer", func(t *testing.T) { testBudgetHoldsBackLongReplies(t, func() []byte { return nil }) })
+	t.Run("pooled buffer", func(t *testing.T) {
+		testBudgetHoldsBackLongReplies(t, func() []byte { return make([]byte, 0, pooledReplyBytes) })
+	})
+}
+
+func testBudgetHoldsBackLongReplies(t *testing.T, scratch func() []byte) {
 	const limit = 1 << 20
 	budget := NewResponseBudget(limit + 1) // room for one long reply of unknown length
 	waiting := make(chan struct{}, 1)
@@ -31,7 +39,7 @@ func TestBudgetHoldsBackLongReplies(t *testing.T) {
 		done := make(chan read, 1)
 		go func() {
 			resp := &http.Response{ContentLength: -1, Body: io.NopCloser(r)}
-			body, held, err := readReply(context.Background(), resp, limit, budget)
+			body, held, err := readReplyInto(context.Background(), resp, limit, budget, scratch())
 			done <- read{body, held, err}
 		}()
 		return done

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -83,6 +84,47 @@ func (t ResponseTime) MarshalJSON() ([]byte, error) {
 		out["date_finish"] = t.DateFinish.Format(time.RFC3339)
 	}
 	return json.Marshal(out)
+}
+
+// jsonDate is a date of the time block (date_start, date_finish) decoded straight into a
+// time.Time, as parseDate would from the JSON string: zero if null, empty or unparsable. Any
+// other JSON value is an error, as it is for a string field.
+type jsonDate time.Time
+
+func (d *jsonDate) UnmarshalJSON(data []byte) error {
+	if string(data) == "null" {
+		return nil // as for a string field: left as it is
+	}
+	if len(data) < 2 || data[0] != '"' || data[len(data)-1] != '"' || bytes.IndexByte(data, '\\') >= 0 {
+		var s string // not a plain string: escapes to decode, or not a string at all
+		if err := json.Unmarshal(data, &s); err != nil {
+			return err
+		}
+		*d = jsonDate(parseDate(s))
+		return nil
+	}
+	*d = jsonDate(cachedDate(data[1 : len(data)-1]))
+	return nil
+}
+
+// lastDate is the date cachedDate parsed last. Replies within a second carry the same dates
+// (date_start and date_finish mostly the same one too), so most calls find theirs there.
+var lastDate atomic.Pointer[parsedDate]
+
+type parsedDate struct {
+	s string
+	t time.Time
+}
+
+// cachedDate is parseDate(string(s)), from lastDate when s is the date it holds.
+func cachedDate(s []byte) time.Time {
+	if last := lastDate.Load(); last != nil && last.s == string(s) {
+		return last.t
+	}
+	d := &parsedDate{s: string(s)}
+	d.t = parseDate(d.s)
+	lastDate.Store(d)
+	return d.t
 }
 
 func parseDate(s string) time.Time {
