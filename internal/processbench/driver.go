@@ -144,7 +144,7 @@ func drive(cfg driverConfig) error {
 		median(cpuRatios), lo, hi, slices.Min(cpuRatios), slices.Max(cpuRatios), median(tputRatios))
 	fmt.Printf("bytes allocated per call: raw %.0f, sdk %.0f\n", mraw.BytesPerCall, msdk.BytesPerCall)
 	if dials > 0 {
-		fmt.Printf("note: the clients opened %d connections during their measurements (each a TLS handshake in the figures)\n", dials)
+		fmt.Printf("note: %d connection(s) opened during the measurements, each a TLS handshake in the figures\n", dials)
 	}
 
 	if cfg.profileDir != "" {
