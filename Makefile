@@ -5,7 +5,7 @@
 # The store modules' integration tests need B24OAUTH_TEST_POSTGRES and B24OAUTH_TEST_REDIS
 # (they skip without them); `make services` starts local servers, and .ci/run sets both.
 
-MODULES := . pgstore redisstore internal/modproxy
+MODULES := . pgstore redisstore otelb24 examples/multitenant internal/modproxy
 
 # The integration tests talk to the local servers unless told otherwise (`make services` starts
 # them). Set a variable to an empty value to skip its store's integration tests.
