@@ -214,21 +214,36 @@ func telemetryStrings(rm metricdata.ResourceMetrics, spans []sdktrace.ReadOnlySp
 }
 
 // checkNoSecret fails t for every telemetry string holding one of secrets, whole or a part of
-// it: any 16 characters in a row of a secret (a truncated or split token leaks too).
+// it (see findSecrets).
 func checkNoSecret(t testing.TB, strs []string, secrets ...string) {
 	t.Helper()
-	const window = 16
-	for _, secret := range secrets {
-		if len(secret) < window {
-			t.Fatalf("a secret to look for of %d characters: plant longer ones", len(secret))
+	for _, s := range secrets {
+		if len(s) < secretWindow {
+			t.Fatalf("a secret to look for of %d characters: plant longer ones", len(s))
 		}
-		for _, s := range strs {
-			for i := 0; i+window <= len(secret); i++ {
-				if strings.Contains(s, secret[i:i+window]) {
-					t.Errorf("telemetry shows (a part of) a secret: %s", s)
-					break
+	}
+	for _, leak := range findSecrets(strs, secrets...) {
+		t.Errorf("telemetry shows (a part of) a secret: %s", leak)
+	}
+}
+
+// secretWindow is the length of the parts of a secret findSecrets looks for.
+const secretWindow = 16
+
+// findSecrets returns the strings of strs that hold one of secrets or a part of one: any
+// secretWindow characters in a row of it (a truncated or split token leaks too).
+func findSecrets(strs []string, secrets ...string) []string {
+	var found []string
+	for _, s := range strs {
+	secrets:
+		for _, secret := range secrets {
+			for i := 0; i+secretWindow <= len(secret); i++ {
+				if strings.Contains(s, secret[i:i+secretWindow]) {
+					found = append(found, s)
+					break secrets
 				}
 			}
 		}
 	}
+	return found
 }

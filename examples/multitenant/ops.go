@@ -56,8 +56,8 @@ func (slogPrinter) Println(v ...any) { slog.Error("serving /metrics", "error", f
 // healthMemberID is a well-formed member_id no portal has: /healthz loads it.
 var healthMemberID = strings.Repeat("0", 32)
 
-// healthTimeout bounds /healthz's store request.
-const healthTimeout = 2 * time.Second
+// healthTimeout bounds /healthz's store request (a variable for the tests).
+var healthTimeout = 2 * time.Second
 
 // healthz answers 200 "ok" when the store answers a Load (ErrNotInstalled is an answer) within
 // healthTimeout, else 503: a replica whose store is down cannot serve portals.
