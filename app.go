@@ -237,6 +237,9 @@ func NewApp(cfg AppConfig) (*App, error) {
 	if cfg.InsecureHTTP {
 		a.clientOpts = append(a.clientOpts, WithInsecureHTTP())
 	}
+	if cfg.Observer != nil {
+		a.clientOpts = append(a.clientOpts, WithObserver(cfg.Observer))
+	}
 	return a, nil
 }
 
@@ -297,7 +300,7 @@ func (a *App) ClientForMember(ctx context.Context, memberID string) (*B24OAuth, 
 // installed again it lets c call again and drops it from the cache, so that the caller builds a
 // client from the stored pair.
 func (a *App) recheckRevoked(ctx context.Context, memberID string, c *B24OAuth, revErr error) error {
-	inst, err := a.cfg.Store.Load(ctx, memberID)
+	inst, err := a.storeLoad(ctx, memberID)
 	switch {
 	case errors.Is(err, ErrNotInstalled):
 		a.evict(memberID)
@@ -381,7 +384,7 @@ func (a *App) buildOnce(ctx context.Context, memberID string, f *buildFlight) (*
 		}
 		return nil, err
 	}
-	inst, err := a.cfg.Store.Load(ctx, memberID)
+	inst, err := a.storeLoad(ctx, memberID)
 	if err != nil {
 		return fail(err)
 	}
@@ -478,7 +481,7 @@ func (a *App) dropUnsaved(memberID string, u *unsavedPair) {
 // writeUnsaved writes u to the store unless the store moved on (a newer pair, a reinstall, an
 // uninstall), and forgets it once the store holds it or no longer needs it.
 func (a *App) writeUnsaved(ctx context.Context, memberID string, u *unsavedPair) error {
-	err := a.cfg.Store.Update(ctx, memberID, func(inst Installation) (Installation, error) {
+	err := a.storeUpdate(ctx, memberID, func(inst Installation) (Installation, error) {
 		if inst.RefreshToken != u.from {
 			return inst, errNoWrite
 		}
@@ -663,12 +666,12 @@ type storeRefresher struct {
 // refresh (a new pair, or the revocation) clears the mark, whoever set it; the others clear
 // only their own.
 func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange exchangeFunc) (OAuthParams, error) {
-	a, store := r.app, r.app.cfg.Store
+	a := r.app
 	// Phase 1: mark the refresh as in flight, durably, before the OAuth server is asked. A mark
 	// already there is left alone: a stale one tells of a process that died mid-refresh, a fresh
 	// one of a refresh under way elsewhere.
 	var mark, staleMark time.Time // ours; a stale one found
-	err := store.Update(ctx, r.memberID, func(inst Installation) (Installation, error) {
+	err := a.storeUpdate(ctx, r.memberID, func(inst Installation) (Installation, error) {
 		if inst.State == StateRevoked {
 			return inst, revokedError(r.memberID)
 		}
@@ -692,7 +695,7 @@ func (r *storeRefresher) refresh(ctx context.Context, cur OAuthParams, exchange 
 	var foreignMark time.Time // the fresh mark of another process that made a refusal inconclusive
 	var storedRefresh string  // the refresh token the store holds, until our write succeeds
 	wrote := false
-	err = store.Update(ctx, r.memberID, func(inst Installation) (Installation, error) {
+	err = a.storeUpdate(ctx, r.memberID, func(inst Installation) (Installation, error) {
 		storedRefresh = inst.RefreshToken
 		ours := !mark.IsZero() && inst.RefreshingSince.Equal(mark)
 		if ours {
@@ -800,12 +803,22 @@ func (a *App) scheduleRecheck(memberID string, mark time.Time, exchange exchange
 		}()
 		ctx, cancel := context.WithTimeout(context.Background(), defaultRefreshTimeout)
 		defer cancel()
-		inst, err := a.cfg.Store.Load(ctx, memberID)
+		inst, err := a.storeLoad(ctx, memberID)
 		if err != nil || inst.State == StateRevoked || !inst.RefreshingSince.Equal(mark) {
 			return // gone, revoked, or the other process finished its refresh
 		}
 		r := &storeRefresher{app: a, memberID: memberID}
-		if _, err := r.refresh(ctx, inst.OAuthParams, exchange); err == nil {
+		exchanged := false
+		ex := func(ctx context.Context, cur OAuthParams) (OAuthParams, error) {
+			p, err := exchange(ctx, cur)
+			exchanged = exchanged || err == nil
+			return p, err
+		}
+		_, err = a.observedRefresh(ctx, inst.OAuthParams, func(ctx context.Context) (bool, error) {
+			_, err := r.refresh(ctx, inst.OAuthParams, ex)
+			return exchanged, err
+		})
+		if err == nil {
 			a.forget(memberID)
 		}
 	})

@@ -62,6 +62,50 @@ func (b *B24OAuth) call(ctx context.Context, ver APIVersion, method string, para
 // send runs one REST call with its refreshes and retries. payload is a JSON object without auth;
 // cost is how many requests the portal's bucket counts it as (a batch: its commands).
 func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payload []byte, readOnly bool, cost int) (*Response, error) {
+	if b.observer == nil {
+		return b.sendAttempts(ctx, ver, method, payload, readOnly, cost, nil)
+	}
+	return b.sendObserved(ctx, ver, method, payload, readOnly, cost)
+}
+
+// sendObserved is send reporting to the client's Observer.
+func (b *B24OAuth) sendObserved(ctx context.Context, ver APIVersion, method string, payload []byte, readOnly bool, cost int) (*Response, error) {
+	p := b.params()
+	co := &callObservation{o: b.observer, info: CallInfo{
+		Method: method, APIVersion: ver, MemberID: p.MemberID, Domain: p.Domain, Commands: max(cost, 1),
+	}}
+	start := time.Now()
+	ctx = co.o.CallStart(ctx, co.info)
+	resp, err := b.sendAttempts(ctx, ver, method, payload, readOnly, cost, co)
+	outcome, status, code := callOutcome(ctx, err)
+	if resp != nil {
+		status = resp.Status
+	}
+	co.o.CallEnd(ctx, co.info, CallResult{
+		Outcome: outcome, Status: status, Code: code, Retries: co.retries, Duration: time.Since(start), Err: err,
+	})
+	return resp, err
+}
+
+// callObservation is what sendAttempts reports to an Observer; nil without one (its methods
+// then do nothing).
+type callObservation struct {
+	o       Observer
+	info    CallInfo
+	retries int
+}
+
+// retry reports a re-send.
+func (co *callObservation) retry(ctx context.Context, reason string, delay time.Duration) {
+	if co == nil {
+		return
+	}
+	co.retries++
+	co.o.Retry(ctx, co.info, RetryInfo{Attempt: co.retries, Reason: reason, Delay: delay})
+}
+
+// sendAttempts runs send's attempts; co, when not nil, is told of the retries and limiter waits.
+func (b *B24OAuth) sendAttempts(ctx context.Context, ver APIVersion, method string, payload []byte, readOnly bool, cost int, co *callObservation) (*Response, error) {
 	start := time.Now()
 	rp := b.restriction.Load()
 	retries, refreshed := 0, false
@@ -84,7 +128,15 @@ func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payl
 				return nil, err
 			}
 		}
-		if err := b.limiter.wait(ctx, method, cost); err != nil {
+		var waitStart time.Time
+		if co != nil {
+			waitStart = time.Now()
+		}
+		err := b.limiter.wait(ctx, method, cost)
+		if co != nil {
+			co.o.LimiterWait(ctx, co.info, LimiterWaitInfo{Wait: time.Since(waitStart), Err: err})
+		}
+		if err != nil {
 			return nil, err
 		}
 		resp, apiErr, wrote, err := b.post(ctx, ver, p, method, payload, key)
@@ -102,7 +154,9 @@ func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payl
 			// then replays the reply of a run instead of running it again.
 			if (!wrote || readOnly || key != "") && retries < rp.MaxRetries {
 				retries++
-				if werr := sleepContext(ctx, backoff(retries, rp.RetryDelay)); werr != nil {
+				delay := backoff(retries, rp.RetryDelay)
+				co.retry(ctx, RetryTransport, delay)
+				if werr := sleepContext(ctx, delay); werr != nil {
 					return nil, werr
 				}
 				continue
@@ -121,22 +175,28 @@ func (b *B24OAuth) send(ctx context.Context, ver APIVersion, method string, payl
 			if _, _, err := b.refreshAfter(ctx, p.AccessToken); err != nil {
 				return nil, err
 			}
+			co.retry(ctx, RetryExpiredToken, 0)
 			continue
 		case apiErr.Code == "QUERY_LIMIT_EXCEEDED" && retries < rp.MaxRetries:
 			b.limiter.queryLimitExceeded()
 			retries++
-			if err := sleepContext(ctx, backoff(retries, rp.RetryDelay)); err != nil {
+			delay := backoff(retries, rp.RetryDelay)
+			co.retry(ctx, RetryQueryLimit, delay)
+			if err := sleepContext(ctx, delay); err != nil {
 				return nil, err
 			}
 			continue
 		case apiErr.Code == "OPERATION_TIME_LIMIT" && retries < rp.MaxRetries:
 			b.limiter.operationTimeLimit(method, time.Time{})
 			retries++
+			co.retry(ctx, RetryOperationTime, 0)
 			continue
 		case (readOnly || key != "") && apiErr.Code == "" && apiErr.Status >= 500 && retries < rp.MaxRetries:
 			// A gateway error without a Bitrix24 reply: safe to retry only a read.
 			retries++
-			if err := sleepContext(ctx, backoff(retries, rp.RetryDelay)); err != nil {
+			delay := backoff(retries, rp.RetryDelay)
+			co.retry(ctx, RetryGateway, delay)
+			if err := sleepContext(ctx, delay); err != nil {
 				return nil, err
 			}
 			continue

@@ -290,11 +290,10 @@ func (a *App) storeConnection(ctx context.Context, inst Installation) (Installat
 // storeConnectionOnce is storeConnection; retry: a create that lost a race with another first
 // write of the portal is merged by the same rules once.
 func (a *App) storeConnectionOnce(ctx context.Context, inst Installation, retry bool) (Installation, InstallKind, error) {
-	store := a.cfg.Store
 	var stored Installation
 	var kind InstallKind
 	var after error // refuse the connection, though fn wrote (a stored pair it had to refresh)
-	err := store.Update(ctx, inst.MemberID, func(cur Installation) (Installation, error) {
+	err := a.storeUpdate(ctx, inst.MemberID, func(cur Installation) (Installation, error) {
 		stored, after = Installation{}, nil
 		if cur.ApplicationToken != "" || cur.Domain != inst.Domain {
 			// Another installation: an install event's, or one of another domain. Only a dead
@@ -327,7 +326,7 @@ func (a *App) storeConnectionOnce(ctx context.Context, inst Installation, retry 
 	case err == nil, errors.Is(err, errNoWrite):
 		return stored, kind, nil
 	case errors.Is(err, ErrNotInstalled):
-		err := CreateInstallation(ctx, store, inst)
+		err := a.storeCreate(ctx, inst)
 		if errors.Is(err, ErrAlreadyInstalled) && retry {
 			return a.storeConnectionOnce(ctx, inst, false)
 		}
@@ -360,7 +359,7 @@ func (a *App) storeConnectionOnce(ctx context.Context, inst Installation, retry 
 // on the portal. Bitrix24 has no endpoint to revoke tokens, so the forgotten tokens stay valid
 // at Bitrix24 until they expire. A memberID with no installation is not an error.
 func (a *App) Disconnect(ctx context.Context, memberID string) error {
-	if err := a.cfg.Store.Delete(ctx, memberID); err != nil {
+	if err := a.storeDelete(ctx, memberID); err != nil {
 		return err
 	}
 	a.evict(memberID)

@@ -72,7 +72,7 @@ type EventFunc func(ctx context.Context, ev Event, client *B24OAuth) error
 // own. For events that must not be lost, bind offline events and use PullOfflineEvents (or an
 // OfflineLoop) instead.
 func (a *App) EventHandler(fn EventFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.serveEvent(w, r, fn) })
+	return a.eventEndpoint(func(w http.ResponseWriter, r *http.Request, rep *eventReport) { a.serveEvent(w, r, rep, fn) })
 }
 
 // inboundState is what an App keeps for inbound requests besides the portal cache.
@@ -120,40 +120,42 @@ var (
 	errEventFailed       = &eventError{http.StatusInternalServerError, "the application could not handle the event"}
 )
 
-func (a *App) serveEvent(w http.ResponseWriter, r *http.Request, fn EventFunc) {
+func (a *App) serveEvent(w http.ResponseWriter, r *http.Request, rep *eventReport, fn EventFunc) {
 	buf, e := a.readEventBody(w, r)
 	if buf != nil {
 		defer bodyPool.Put(buf)
 	}
 	if e != nil {
-		a.reject(w, r, e)
+		a.reject(w, r, rep, e)
 		return
 	}
 	f, err := parseEventForm(buf.Bytes())
 	if err != nil {
-		a.reject(w, r, asEventError(err))
+		a.reject(w, r, rep, asEventError(err))
 		return
 	}
 	ev, e := f.event()
 	if e != nil {
-		a.reject(w, r, e)
+		a.reject(w, r, rep, e)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), a.cfg.EventTimeout)
 	defer cancel()
 	client, e := a.verifyEvent(ctx, f.memberID, f.appToken)
 	if e != nil {
-		a.reject(w, r, e)
+		a.reject(w, r, rep, e)
 		return
 	}
 	ev.Domain = client.params().Domain
+	rep.named(ev.Name)
+	rep.verified(f.memberID)
 	if fn == nil {
 		fn = acceptEvent
 	}
 	if err := fn(ctx, ev, client); err != nil {
 		a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: event handler failed",
 			slog.String("member_id", ev.MemberID), slog.String("event", ev.Name), slog.Any("error", err))
-		a.reject(w, r, errEventFailed)
+		a.reject(w, r, rep, errEventFailed)
 		return
 	}
 	a.log.LogAttrs(ctx, slog.LevelDebug, "b24oauth: event handled",
@@ -237,7 +239,7 @@ func (a *App) verifyEvent(ctx context.Context, memberID, appToken string) (*B24O
 		}
 	}
 	// Not the cached token, or the client left the cache since it was built: the store decides.
-	inst, err := a.cfg.Store.Load(ctx, memberID)
+	inst, err := a.storeLoad(ctx, memberID)
 	switch {
 	case errors.Is(err, ErrNotInstalled):
 		return nil, errEventNotInstalled
@@ -257,7 +259,7 @@ func (a *App) verifyEvent(ctx context.Context, memberID, appToken string) (*B24O
 // revokedEvent answers an event for a revoked portal: 503 if it is genuine (its client cannot
 // work until the portal reinstalls the app), 403 otherwise.
 func (a *App) revokedEvent(ctx context.Context, memberID, appToken string) *eventError {
-	inst, err := a.cfg.Store.Load(ctx, memberID)
+	inst, err := a.storeLoad(ctx, memberID)
 	switch {
 	case errors.Is(err, ErrNotInstalled):
 		return errEventNotInstalled

@@ -194,7 +194,7 @@ func (a *App) installedParams(ctx context.Context, memberID string) (OAuthParams
 	if !isRevoked(err) {
 		return OAuthParams{}, err
 	}
-	inst, err := a.cfg.Store.Load(ctx, memberID)
+	inst, err := a.storeLoad(ctx, memberID)
 	return inst.OAuthParams, err
 }
 

@@ -48,7 +48,7 @@ const (
 // bounded per portal and per App, so forged events cannot flood the OAuth server. The handler
 // gives up after AppConfig.EventTimeout, but a write of a pair that cost a single-use refresh
 // token always completes.
-func (a *App) InstallHandler() http.Handler { return http.HandlerFunc(a.serveInstall) }
+func (a *App) InstallHandler() http.Handler { return a.eventEndpoint(a.serveInstall) }
 
 // UninstallHandler returns the handler for ONAPPUNINSTALL events. When the event's
 // application_token matches the stored one (constant-time), and the OAuth server no longer
@@ -66,7 +66,7 @@ func (a *App) InstallHandler() http.Handler { return http.HandlerFunc(a.serveIns
 // the pair that was checked (DeleteInstallationIf): a reinstall stored meanwhile is not deleted
 // (403), and a pair stored meanwhile with the same application token is checked once more (a
 // second change is 503).
-func (a *App) UninstallHandler() http.Handler { return http.HandlerFunc(a.serveUninstall) }
+func (a *App) UninstallHandler() http.Handler { return a.eventEndpoint(a.serveUninstall) }
 
 // eventError is a rejected request: its HTTP status and a short reason for the sender.
 type eventError struct {
@@ -101,7 +101,8 @@ func (a *App) readForm(w http.ResponseWriter, r *http.Request) (url.Values, *eve
 	return r.PostForm, nil
 }
 
-func (a *App) reject(w http.ResponseWriter, r *http.Request, e *eventError) {
+func (a *App) reject(w http.ResponseWriter, r *http.Request, rep *eventReport, e *eventError) {
+	rep.rejected(e)
 	level := slog.LevelInfo
 	if e.status == http.StatusForbidden || e.status >= 500 {
 		level = slog.LevelWarn
@@ -114,10 +115,10 @@ func (a *App) reject(w http.ResponseWriter, r *http.Request, e *eventError) {
 	_, _ = w.Write([]byte(e.reason + "\n"))
 }
 
-func (a *App) serveInstall(w http.ResponseWriter, r *http.Request) {
+func (a *App) serveInstall(w http.ResponseWriter, r *http.Request, rep *eventReport) {
 	form, e := a.readForm(w, r)
 	if e != nil {
-		a.reject(w, r, e)
+		a.reject(w, r, rep, e)
 		return
 	}
 	page := !form.Has("event") && form.Has("AUTH_ID")
@@ -132,8 +133,13 @@ func (a *App) serveInstall(w http.ResponseWriter, r *http.Request) {
 		err = a.checkEndpoints(&inst.OAuthParams)
 	}
 	if err != nil {
-		a.reject(w, r, asEventError(err))
+		a.reject(w, r, rep, asEventError(err))
 		return
+	}
+	if page {
+		rep.named(eventInstallPage)
+	} else {
+		rep.named(form.Get("event")) // one of the two: parseInstallEvent checked it
 	}
 	// The work outlives a sender that hangs up (a verification may spend a single-use refresh
 	// token, whose successor must be stored), but not EventTimeout.
@@ -142,9 +148,10 @@ func (a *App) serveInstall(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	stored, kind, err := a.storeInstall(ctx, inst, form.Get("event") == EventAppUpdate)
 	if err != nil {
-		a.reject(w, r, asEventError(err))
+		a.reject(w, r, rep, asEventError(err))
 		return
 	}
+	rep.verified(stored.MemberID)
 	if kind != 0 {
 		a.forget(stored.MemberID)
 		a.log.LogAttrs(ctx, slog.LevelInfo, "b24oauth: installation stored",
@@ -225,7 +232,7 @@ func asEventError(err error) *eventError {
 // an ONAPPUPDATE. It returns what is stored, and what the event did: 0 when it changed nothing
 // (a replay of an older event).
 func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (Installation, InstallKind, error) {
-	cur, lerr := a.cfg.Store.Load(ctx, ev.MemberID)
+	cur, lerr := a.storeLoad(ctx, ev.MemberID)
 	if lerr != nil && !errors.Is(lerr, ErrNotInstalled) {
 		a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: loading an installation failed",
 			slog.String("member_id", ev.MemberID), slog.Any("error", lerr))
@@ -255,7 +262,6 @@ func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (I
 		ctx = wctx
 	}
 	inst := v.inst
-	store := a.cfg.Store
 	var stored Installation
 	var kind InstallKind
 	var after error // refuse the event, though fn wrote (a stored pair it had to refresh)
@@ -314,15 +320,15 @@ func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (I
 		stored = merge(cur, inst)
 		return stored, nil
 	}
-	err = store.Update(ctx, inst.MemberID, apply)
+	err = a.storeUpdate(ctx, inst.MemberID, apply)
 	if errors.Is(err, ErrNotInstalled) {
 		// A first install, created only where none is stored: another first install of the
 		// portal that got there first (the ONAPPINSTALL event and the install page POST arrive
 		// together) is merged with by the rules above, once, instead of overwritten.
-		if err = CreateInstallation(ctx, store, inst); err == nil {
+		if err = a.storeCreate(ctx, inst); err == nil {
 			return inst, InstallNew, nil
 		} else if errors.Is(err, ErrAlreadyInstalled) {
-			err = store.Update(ctx, inst.MemberID, apply)
+			err = a.storeUpdate(ctx, inst.MemberID, apply)
 		}
 	}
 	switch {
@@ -371,17 +377,18 @@ func tokensEqual(a, b string) bool {
 	return a != "" && b != "" && subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }
 
-func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request) {
+func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request, rep *eventReport) {
 	form, e := a.readForm(w, r)
 	if e != nil {
-		a.reject(w, r, e)
+		a.reject(w, r, rep, e)
 		return
 	}
 	memberID, appToken, e := a.parseUninstall(form)
 	if e != nil {
-		a.reject(w, r, e)
+		a.reject(w, r, rep, e)
 		return
 	}
+	rep.named(EventAppUninstall)
 	hookCtx := context.WithoutCancel(r.Context())
 	ctx, cancel := context.WithTimeout(hookCtx, a.cfg.EventTimeout)
 	defer cancel()
@@ -393,14 +400,14 @@ func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request) {
 	var inst Installation
 	for attempt := 1; ; attempt++ {
 		var err error
-		inst, err = a.cfg.Store.Load(ctx, memberID)
+		inst, err = a.storeLoad(ctx, memberID)
 		switch {
 		case errors.Is(err, ErrNotInstalled):
 			notInstalled()
 			return
 		case err != nil:
 			a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: loading an installation failed", slog.String("member_id", memberID), slog.Any("error", err))
-			a.reject(w, r, &eventError{http.StatusServiceUnavailable, "installation store unavailable"})
+			a.reject(w, r, rep, &eventError{http.StatusServiceUnavailable, "installation store unavailable"})
 			return
 		}
 		// An installation stored without an application token (an older install page, a portal
@@ -408,7 +415,7 @@ func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request) {
 		// then the only proof, and it must be certain.
 		noToken := inst.ApplicationToken == ""
 		if !noToken && !tokensEqual(inst.ApplicationToken, appToken) {
-			a.reject(w, r, errUninstallTokenMismatch)
+			a.reject(w, r, rep, errUninstallTokenMismatch)
 			return
 		}
 		// An uninstall revokes every token of the app on the portal: stored tokens that still
@@ -420,12 +427,12 @@ func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request) {
 		// server is slow.
 		release, err := a.verifyGate.enter(ctx, memberID, !noToken)
 		if err != nil {
-			a.reject(w, r, asEventError(err))
+			a.reject(w, r, rep, asEventError(err))
 			return
 		}
 		var checked Installation
 		alive := false
-		err = a.cfg.Store.Update(ctx, memberID, func(cur Installation) (Installation, error) {
+		err = a.storeUpdate(ctx, memberID, func(cur Installation) (Installation, error) {
 			if cur.ApplicationToken != "" && !tokensEqual(cur.ApplicationToken, appToken) {
 				return cur, errUninstallTokenMismatch
 			}
@@ -449,19 +456,19 @@ func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request) {
 			if !errors.As(err, &ee) {
 				a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: checking an uninstalled portal's tokens failed", slog.String("member_id", memberID), slog.Any("error", err))
 			}
-			a.reject(w, r, asEventError(err))
+			a.reject(w, r, rep, asEventError(err))
 			return
 		case alive:
 			a.log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: uninstall event refused: the installed tokens still work",
 				slog.String("member_id", memberID))
-			a.reject(w, r, &eventError{http.StatusForbidden, "the installation's tokens still work: not an uninstall"})
+			a.reject(w, r, rep, &eventError{http.StatusForbidden, "the installation's tokens still work: not an uninstall"})
 			return
 		}
 		// The installation is deleted only as it is at the delete, compared again, and only if
 		// it still holds the pair that was checked. A reinstall stored meanwhile has another
 		// application token: not this event's to delete.
 		checkedRefresh := checked.RefreshToken
-		err = DeleteInstallationIf(ctx, a.cfg.Store, memberID, func(cur Installation) error {
+		err = a.storeDeleteIf(ctx, memberID, func(cur Installation) error {
 			if cur.ApplicationToken != "" && !tokensEqual(cur.ApplicationToken, appToken) {
 				return errUninstallTokenMismatch
 			}
@@ -483,16 +490,17 @@ func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request) {
 			notInstalled() // removed meanwhile (by another uninstall)
 			return
 		case errors.As(err, &ee):
-			a.reject(w, r, ee)
+			a.reject(w, r, rep, ee)
 			return
 		default:
 			a.log.LogAttrs(ctx, slog.LevelError, "b24oauth: deleting an installation failed", slog.String("member_id", memberID), slog.Any("error", err))
-			a.reject(w, r, &eventError{http.StatusServiceUnavailable, "installation store unavailable"})
+			a.reject(w, r, rep, &eventError{http.StatusServiceUnavailable, "installation store unavailable"})
 			return
 		}
 		break
 	}
 	a.evict(memberID)
+	rep.verified(memberID)
 	clean := form.Get("data[CLEAN]") == "1"
 	a.log.LogAttrs(ctx, slog.LevelInfo, "b24oauth: installation removed", slog.String("member_id", memberID), slog.Bool("clean", clean))
 	if a.cfg.OnUninstall != nil {

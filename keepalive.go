@@ -85,7 +85,7 @@ func (a *App) KeepAlive(ctx context.Context, opts KeepAliveOptions) (KeepAliveRe
 	opts.Jitter = min(max(opts.Jitter, 0), 1)
 	pace := newPacer(opts.Rate, opts.Jitter)
 	var err error
-	for id, lerr := range lister.List(ctx) {
+	for id, lerr := range a.storeList(ctx, lister) {
 		if lerr != nil {
 			err = lerr
 			break
@@ -110,7 +110,7 @@ func (a *App) KeepAlive(ctx context.Context, opts KeepAliveOptions) (KeepAliveRe
 
 // keepAliveOne checks one portal and refreshes it if it is idle.
 func (a *App) keepAliveOne(ctx context.Context, memberID string, idleFor time.Duration, pace *pacer, rep *KeepAliveReport) {
-	inst, err := a.cfg.Store.Load(ctx, memberID)
+	inst, err := a.storeLoad(ctx, memberID)
 	switch {
 	case errors.Is(err, ErrNotInstalled):
 		return // uninstalled since it was listed
@@ -168,7 +168,24 @@ func (a *App) refreshThroughStore(ctx context.Context, inst Installation) (bool,
 	defer cancel()
 	// A pair exchanged but not stored comes back as a *persistError, counted as failed: the App
 	// keeps it for the portal (unsaved) and writes it at the next chance.
-	_, err = r.refresh(ctx, inst.OAuthParams, ex)
+	return a.observedRefresh(ctx, inst.OAuthParams, func(ctx context.Context) (bool, error) {
+		_, err := r.refresh(ctx, inst.OAuthParams, ex)
+		return exchanged, err
+	})
+}
+
+// observedRefresh runs a refresh the App makes without a client (KeepAlive, a re-check),
+// reporting it to the Observer; run reports whether it exchanged a token.
+func (a *App) observedRefresh(ctx context.Context, p OAuthParams, run func(context.Context) (bool, error)) (bool, error) {
+	o := a.cfg.Observer
+	if o == nil {
+		return run(ctx)
+	}
+	ri := RefreshInfo{MemberID: p.MemberID, Domain: p.Domain}
+	start := time.Now()
+	ctx = o.RefreshStart(ctx, ri)
+	exchanged, err := run(ctx)
+	o.RefreshEnd(ctx, ri, RefreshResult{Outcome: refreshOutcome(exchanged, err), Duration: time.Since(start), Err: err})
 	return exchanged, err
 }
 

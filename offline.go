@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -214,7 +215,8 @@ func (p *offlinePull) handle(ctx context.Context, processID string, events []off
 		if len(e.Additional) > 0 && e.Additional[0] == '{' && json.Unmarshal(e.Additional, &add) == nil {
 			ev.UserID = int64(add.UserID)
 		}
-		if err := p.fn(ctx, ev, p.c); err != nil {
+		err := p.handOver(ctx, ev)
+		if err != nil {
 			p.refused++
 			if len(p.refusals) < maxRefusalsKept {
 				p.refusals = append(p.refusals, err)
@@ -230,6 +232,23 @@ func (p *offlinePull) handle(ctx context.Context, processID string, events []off
 		s.cleared = append(s.cleared, ev.ID)
 	}
 	return s
+}
+
+// handOver hands ev to fn, and reports it to the App's Observer.
+func (p *offlinePull) handOver(ctx context.Context, ev Event) error {
+	o := p.app.cfg.Observer
+	if o == nil {
+		return p.fn(ctx, ev, p.c)
+	}
+	start := time.Now()
+	err := p.fn(ctx, ev, p.c)
+	info := EventInfo{Event: ev.Name, MemberID: p.memberID, Outcome: EventAccepted, Status: http.StatusOK,
+		Offline: true, Duration: time.Since(start)}
+	if err != nil {
+		info.Outcome, info.Status, info.Reason = EventRejected, errEventFailed.status, errEventFailed.reason
+	}
+	o.Event(ctx, info)
+	return err
 }
 
 // settled checks the clear and error commands in resp.
@@ -342,7 +361,7 @@ func (a *App) NewOfflineLoop(fn EventFunc, opts OfflineLoopOptions) (*OfflineLoo
 		if !ok {
 			return nil, fmt.Errorf("b24oauth: NewOfflineLoop: set OfflineLoopOptions.Members: %w", ErrNotLister)
 		}
-		l.members = lister.List
+		l.members = func(ctx context.Context) iter.Seq2[string, error] { return a.storeList(ctx, lister) }
 	}
 	return l, nil
 }

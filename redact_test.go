@@ -182,6 +182,25 @@ var printCases = map[string]printCase{
 		}
 		return []any{l}
 	}},
+	"CallResult": {values: func(*printWorld) []any {
+		// Err is what the call returned: the SDK's own errors, redacted.
+		err := &b24oauth.RefreshTokenError{MemberID: testMember, Code: "invalid_grant", Err: leakyCause{token: leakRefresh}}
+		r := b24oauth.CallResult{Outcome: b24oauth.OutcomeAuthError, Err: err}
+		return []any{r, &r}
+	}},
+	"RefreshResult": {values: func(*printWorld) []any {
+		err := &b24oauth.RefreshTokenError{MemberID: testMember, Code: "invalid_grant", Err: leakyCause{token: leakRefresh}}
+		r := b24oauth.RefreshResult{Outcome: b24oauth.RefreshRevoked, Err: err}
+		return []any{r, &r}
+	}},
+	"Observer":           {none: "the caller's implementation; the SDK hands it the Info values below, never a token"},
+	"NopObserver":        {none: "an empty struct"},
+	"CallInfo":           {none: "a method, an API version, a member_id, a domain and a count"},
+	"RetryInfo":          {none: "a count, a reason and a duration"},
+	"LimiterWaitInfo":    {none: "a duration and the limiter's error (a deadline or a cancellation, never a token)"},
+	"RefreshInfo":        {none: "a member_id and a domain"},
+	"StoreOpInfo":        {none: "an operation name, a member_id, a duration and the store's error"},
+	"EventInfo":          {none: "an event name, a member_id, a status and the reason told to the sender (never a token)"},
 	"Event":              {none: "no token: the event's name, portal and data (the application token is checked, not kept)"},
 	"EventBinding":       {none: "an event name and a handler URL"},
 	"EventFunc":          {none: "a func: fmt prints its address"},

@@ -187,10 +187,20 @@ func (b *B24OAuth) runRefresh(ctx context.Context, c *refreshCall, cur *OAuthPar
 	defer cancel()
 	log := b.Logger()
 	start := time.Now()
-	next, err := b.exchange(ctx, *cur)
+	var ri RefreshInfo
+	if b.observer != nil {
+		ri = RefreshInfo{MemberID: cur.MemberID, Domain: cur.Domain}
+		ctx = b.observer.RefreshStart(ctx, ri)
+	}
+	next, exchanged, err := b.exchange(ctx, *cur)
+	var res RefreshResult // for the Observer
 	var pe *persistError
 	if err != nil && !errors.As(err, &pe) {
 		err = b.refreshFailed(cur, err)
+		if b.observer != nil {
+			res = RefreshResult{Outcome: refreshOutcome(exchanged, err), Duration: time.Since(start), Err: err}
+			b.observer.RefreshEnd(ctx, ri, res)
+		}
 		log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: refresh failed",
 			slog.String("member_id", cur.MemberID), slog.Duration("duration", time.Since(start)), slog.Any("error", err))
 		b.mu.Lock()
@@ -236,6 +246,13 @@ func (b *B24OAuth) runRefresh(ctx context.Context, c *refreshCall, cur *OAuthPar
 				slog.String("member_id", next.MemberID), slog.Any("error", cbErr))
 		}
 	}
+	if b.observer != nil {
+		res = RefreshResult{Outcome: refreshOutcome(exchanged, nil), Duration: time.Since(start)}
+		if pe != nil {
+			res.Err = pe
+		}
+		b.observer.RefreshEnd(ctx, ri, res)
+	}
 	b.mu.Lock()
 	b.inflight = nil
 	b.mu.Unlock()
@@ -244,8 +261,9 @@ func (b *B24OAuth) runRefresh(ctx context.Context, c *refreshCall, cur *OAuthPar
 }
 
 // exchange runs one refresh: through the App's store when there is one, with the custom
-// refresher or the OAuth server.
-func (b *B24OAuth) exchange(ctx context.Context, cur OAuthParams) (OAuthParams, error) {
+// refresher or the OAuth server. exchanged reports whether a new pair was issued (false: the
+// refresh failed, or adopted a pair already stored).
+func (b *B24OAuth) exchange(ctx context.Context, cur OAuthParams) (next OAuthParams, exchanged bool, err error) {
 	b.mu.Lock()
 	custom := b.custom
 	b.mu.Unlock()
@@ -259,10 +277,33 @@ func (b *B24OAuth) exchange(ctx context.Context, cur OAuthParams) (OAuthParams, 
 			return b.applyReply(cur, h, 0, 0)
 		}
 	}
-	if b.refresher != nil {
-		return b.refresher.refresh(ctx, cur, ex)
+	if b.refresher == nil {
+		next, err = ex(ctx, cur)
+		return next, err == nil, err
 	}
-	return ex(ctx, cur)
+	next, err = b.refresher.refresh(ctx, cur, func(ctx context.Context, cur OAuthParams) (OAuthParams, error) {
+		p, err := ex(ctx, cur)
+		exchanged = exchanged || err == nil
+		return p, err
+	})
+	return next, exchanged, err
+}
+
+// refreshOutcome classifies a refresh for an Observer: exchanged says whether a new pair was
+// issued, err is what the refresh returned.
+func refreshOutcome(exchanged bool, err error) string {
+	var pe *persistError
+	var rte *RefreshTokenError
+	switch {
+	case err == nil || errors.As(err, &pe):
+		if exchanged {
+			return RefreshOK
+		}
+		return RefreshAdopted
+	case errors.As(err, &rte) && rte.Revoked() && !errors.Is(err, errRefreshElsewhere):
+		return RefreshRevoked
+	}
+	return RefreshError
 }
 
 // refreshFailed turns err into a *RefreshTokenError; a refused refresh token (invalid_grant)

@@ -288,7 +288,7 @@ func (a *App) rescueSpent(ctx context.Context, from string, next OAuthParams) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.EventTimeout)
 	defer cancel()
-	err := a.cfg.Store.Update(ctx, next.MemberID, func(inst Installation) (Installation, error) {
+	err := a.storeUpdate(ctx, next.MemberID, func(inst Installation) (Installation, error) {
 		if inst.RefreshToken != from {
 			return inst, errNoWrite // the spent token was not the stored one: nothing lost
 		}
