@@ -85,5 +85,6 @@
 //
 // The attribute sets of the metrics are built once per combination (method, version,
 // outcome...) and cached; a measurement then allocates nothing of its own. Span attributes are
-// only set on spans that record. BenchmarkCall measures a call with and without the Observer.
+// only set on spans that record, after they started: a sampler decides on a span's name, kind
+// and parent. BenchmarkCall measures a call with and without the Observer.
 package otelb24

@@ -52,7 +52,9 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	portal.ExpireAccessToken() // the call refreshes the token first
+	// The install checked its token with user.admin; the token expires, and the next call
+	// refreshes it (a span of its own, inside the call's) and is sent again.
+	portal.ExpireAccessToken()
 	if _, err := client.Call(ctx, "profile", nil); err != nil {
 		panic(err)
 	}
@@ -80,9 +82,11 @@ func Example() {
 	}
 	// Output:
 	// b24oauth.calls{api_version=v2,method=profile,outcome=ok} 1
+	// b24oauth.calls{api_version=v2,method=user.admin,outcome=ok} 1
 	// b24oauth.events{event=ONAPPINSTALL,http.response.status_code=200,offline=false,outcome=accepted} 1
 	// b24oauth.refreshes{outcome=ok} 1
 	// b24oauth.retries{api_version=v2,method=profile,reason=expired_token} 1
+	// span b24oauth.call
 	// span b24oauth.refresh
 	// span b24oauth.call
 }

@@ -208,6 +208,10 @@ func demo(ctx context.Context, out io.Writer) (*demoRun, error) {
 		return nil, fmt.Errorf("after disconnect: HTTP %d, want 404", status)
 	}
 
+	// Every event the portals fired has been answered (and counted) before the metrics are read.
+	if err := fake.WaitForDeliveries(ctx); err != nil {
+		return nil, err
+	}
 	step("9. The operator's view: GET %s/healthz, and the b24oauth metrics of GET %s/metrics", base, base)
 	if status, body, err = get(ctx, http.DefaultClient, base+"/healthz"); err != nil {
 		return nil, err
