@@ -20,75 +20,110 @@ import (
 	"github.com/b24go/b24oauth/otelb24"
 )
 
-// profileReply is what the loopback portal of BenchmarkCall answers.
+// profileReply is what the loopback portal of the benchmarks answers.
 var profileReply = []byte(`{"result":{"ID":"1","ADMIN":true,"NAME":"Test"},"time":{"start":1767225600.1,"finish":1767225600.2,"duration":0.1,"processing":0.05,"date_start":"2026-01-01T00:00:00+00:00","date_finish":"2026-01-01T00:00:00+00:00","operating":0,"operating_reset_at":1767226200}}`)
 
-// BenchmarkCall is Call over loopback (a plain HTTP server answering as a portal) without an
-// Observer, with b24oauth.NopObserver (the core's own cost of reporting), and with the otelb24
-// Observer on an SDK MeterProvider and an SDK TracerProvider
-// that samples and records every span (exported in batches to a no-op exporter), or samples
-// none. Target: the Observer costs at most 5% of a call's time. The client's rate limiter is
-// off: its pace, not the call's cost, would be measured otherwise. cpu-ns/op (the process's CPU
-// time, client and server together) is steadier than wall time on a shared machine.
-func BenchmarkCall(b *testing.B) {
+var benchCallParams = map[string]any{"fields": map[string]any{"TITLE": "Deal"}}
+
+// loopbackPortal is a plain HTTP server answering every call as a portal would, and the
+// clients of the benchmarks for it.
+type loopbackPortal struct {
+	b   *testing.B
+	url string
+	hc  *http.Client
+}
+
+func newLoopbackPortal(b *testing.B) *loopbackPortal {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(profileReply)
 	}))
-	defer srv.Close()
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	defer hc.CloseIdleConnections()
-	params := map[string]any{"fields": map[string]any{"TITLE": "Deal"}}
+	b.Cleanup(func() {
+		hc.CloseIdleConnections()
+		srv.Close()
+	})
+	return &loopbackPortal{b: b, url: srv.URL, hc: hc}
+}
 
+// client returns a client of the portal with obs (nil: none) whose rate limiter is off (its
+// pace, not the call's cost, would be measured otherwise), after one call (the connection,
+// the caches).
+func (lp *loopbackPortal) client(obs b24oauth.Observer) *b24oauth.B24OAuth {
+	host := strings.TrimPrefix(lp.url, "http://")
+	params := b24oauth.OAuthParams{
+		ApplicationToken: "bench-application-token", UserID: 1, MemberID: testMember,
+		AccessToken: "bench-access-token", RefreshToken: "bench-refresh-token",
+		Expires: time.Now().Add(time.Hour).Unix(), ExpiresIn: 3600, Scope: "crm",
+		Domain: host, ClientEndpoint: lp.url + "/rest/", ServerEndpoint: "https://oauth.bitrix.info/rest/",
+		Status: b24oauth.StatusLocal,
+	}
+	c, err := b24oauth.New(params, b24oauth.OAuthSecret{ClientID: "local.bench", ClientSecret: "bench-secret"},
+		b24oauth.WithHTTPClient(lp.hc), b24oauth.WithInsecureHTTP(), b24oauth.WithObserver(obs),
+		b24oauth.WithRestrictionParams(b24oauth.RestrictionParams{
+			RateLimit: b24oauth.RateLimitParams{DrainRate: -1}, MaxRetries: 3, RetryDelay: time.Millisecond,
+		}))
+	if err != nil {
+		lp.b.Fatal(err)
+	}
+	lp.call(c)
+	return c
+}
+
+// call makes one call and returns how long it took.
+func (lp *loopbackPortal) call(c *b24oauth.B24OAuth) time.Duration {
+	start := time.Now()
+	resp, err := c.Call(context.Background(), "profile", benchCallParams)
+	if err != nil {
+		lp.b.Fatal(err)
+	}
+	if len(resp.Result) == 0 {
+		lp.b.Fatal("empty result")
+	}
+	return time.Since(start)
+}
+
+// benchObserver returns the otelb24 Observer on an SDK MeterProvider (a ManualReader never
+// read) and the TracerProvider tracers makes: nil, a no-op one; else an SDK one with that
+// sampler, exporting in batches to a no-op exporter.
+func benchObserver(b *testing.B, tracers sdktrace.Sampler) b24oauth.Observer {
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	b.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	var tp trace.TracerProvider = noop.NewTracerProvider()
+	if tracers != nil {
+		sdk := sdktrace.NewTracerProvider(sdktrace.WithSampler(tracers), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+		b.Cleanup(func() { _ = sdk.Shutdown(context.Background()) })
+		tp = sdk
+	}
+	return otelb24.NewObserver(otelb24.WithMeterProvider(mp), otelb24.WithTracerProvider(tp))
+}
+
+// BenchmarkCall is Call over loopback without an Observer, with b24oauth.NopObserver (the
+// core's own cost of reporting), and with the otelb24 Observer on an SDK MeterProvider and an
+// SDK TracerProvider that samples and records every span (exported in batches to a no-op
+// exporter) or samples none. cpu-ns/op is the process's CPU time (client and server together).
+// On a shared machine the difference of two runs is mostly noise: BenchmarkCallOverhead
+// measures the Observer's share.
+func BenchmarkCall(b *testing.B) {
+	lp := newLoopbackPortal(b)
 	for _, bc := range []struct {
-		name    string
-		nop     bool             // b24oauth.NopObserver: what reporting costs the core itself
-		sampler sdktrace.Sampler // nil: no Observer
+		name string
+		obs  func(b *testing.B) b24oauth.Observer
 	}{
-		{"no-observer", false, nil},
-		{"nop-observer", true, nil},
-		{"otelb24", false, sdktrace.AlwaysSample()},
-		{"otelb24-unsampled", false, sdktrace.NeverSample()},
+		{"no-observer", func(*testing.B) b24oauth.Observer { return nil }},
+		{"nop-observer", func(*testing.B) b24oauth.Observer { return b24oauth.NopObserver{} }},
+		{"otelb24", func(b *testing.B) b24oauth.Observer { return benchObserver(b, sdktrace.AlwaysSample()) }},
+		{"otelb24-unsampled", func(b *testing.B) b24oauth.Observer { return benchObserver(b, sdktrace.NeverSample()) }},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			opts := []b24oauth.Option{
-				b24oauth.WithHTTPClient(hc), b24oauth.WithInsecureHTTP(),
-				b24oauth.WithRestrictionParams(b24oauth.RestrictionParams{
-					RateLimit: b24oauth.RateLimitParams{DrainRate: -1}, MaxRetries: 3, RetryDelay: time.Millisecond,
-				}),
-			}
-			if bc.nop {
-				opts = append(opts, b24oauth.WithObserver(b24oauth.NopObserver{}))
-			}
-			if bc.sampler != nil {
-				mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-				tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(bc.sampler), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
-				defer func() {
-					_ = mp.Shutdown(context.Background())
-					_ = tp.Shutdown(context.Background())
-				}()
-				opts = append(opts, b24oauth.WithObserver(otelb24.NewObserver(otelb24.WithMeterProvider(mp), otelb24.WithTracerProvider(tp))))
-			}
-			c, err := b24oauth.New(benchParams(srv.URL), b24oauth.OAuthSecret{ClientID: "local.bench", ClientSecret: "bench-secret"}, opts...)
-			if err != nil {
-				b.Fatal(err)
-			}
-			ctx := context.Background()
-			if _, err := c.Call(ctx, "profile", params); err != nil { // the connection, the caches
-				b.Fatal(err)
-			}
+			lp.b = b
+			c := lp.client(bc.obs(b))
 			b.ReportAllocs()
 			b.ResetTimer()
 			start := cpuTime()
 			for i := 0; i < b.N; i++ {
-				resp, err := c.Call(ctx, "profile", params)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if len(resp.Result) == 0 {
-					b.Fatal("empty result")
-				}
+				lp.call(c)
 			}
 			b.ReportMetric(float64((cpuTime()-start).Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
@@ -103,68 +138,27 @@ func BenchmarkCall(b *testing.B) {
 // samples none ("metrics+unsampled") or every one, exported in batches to a no-op exporter
 // ("metrics+sampled"). Target: at most 5%.
 func BenchmarkCallOverhead(b *testing.B) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(profileReply)
-	}))
-	defer srv.Close()
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	defer hc.CloseIdleConnections()
-	newClient := func(opts ...b24oauth.Option) *b24oauth.B24OAuth {
-		c, err := b24oauth.New(benchParams(srv.URL), b24oauth.OAuthSecret{ClientID: "local.bench", ClientSecret: "bench-secret"},
-			append([]b24oauth.Option{
-				b24oauth.WithHTTPClient(hc), b24oauth.WithInsecureHTTP(),
-				b24oauth.WithRestrictionParams(b24oauth.RestrictionParams{
-					RateLimit: b24oauth.RateLimitParams{DrainRate: -1}, MaxRetries: 3, RetryDelay: time.Millisecond,
-				}),
-			}, opts...)...)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return c
-	}
+	lp := newLoopbackPortal(b)
 	for _, bc := range []struct {
-		name   string
-		tracer func() (trace.TracerProvider, func())
+		name    string
+		sampler sdktrace.Sampler
 	}{
-		{"metrics", func() (trace.TracerProvider, func()) { return noop.NewTracerProvider(), func() {} }},
-		{"metrics+unsampled", func() (trace.TracerProvider, func()) {
-			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
-			return tp, func() { _ = tp.Shutdown(context.Background()) }
-		}},
-		{"metrics+sampled", func() (trace.TracerProvider, func()) {
-			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
-			return tp, func() { _ = tp.Shutdown(context.Background()) }
-		}},
+		{"metrics", nil},
+		{"metrics+unsampled", sdktrace.NeverSample()},
+		{"metrics+sampled", sdktrace.AlwaysSample()},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-			defer func() { _ = mp.Shutdown(context.Background()) }()
-			tp, stop := bc.tracer()
-			defer stop()
-			plain := newClient()
-			observed := newClient(b24oauth.WithObserver(otelb24.NewObserver(otelb24.WithMeterProvider(mp), otelb24.WithTracerProvider(tp))))
-			ctx := context.Background()
-			params := map[string]any{"fields": map[string]any{"TITLE": "Deal"}}
-			call := func(c *b24oauth.B24OAuth) time.Duration {
-				start := time.Now()
-				if _, err := c.Call(ctx, "profile", params); err != nil {
-					b.Fatal(err)
-				}
-				return time.Since(start)
-			}
-			call(plain)
-			call(observed)
+			lp.b = b
+			plain, observed := lp.client(nil), lp.client(benchObserver(b, bc.sampler))
 			var base, with time.Duration
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				if i%2 == 0 { // neither goes first every time
-					base += call(plain)
-					with += call(observed)
+					base += lp.call(plain)
+					with += lp.call(observed)
 				} else {
-					with += call(observed)
-					base += call(plain)
+					with += lp.call(observed)
+					base += lp.call(plain)
 				}
 			}
 			b.ReportMetric(float64(base.Nanoseconds())/float64(b.N), "base-ns/call")
@@ -182,13 +176,7 @@ func BenchmarkObserver(b *testing.B) {
 		sampler sdktrace.Sampler
 	}{{"sampled", sdktrace.AlwaysSample()}, {"unsampled", sdktrace.NeverSample()}} {
 		b.Run(bc.name, func(b *testing.B) {
-			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(bc.sampler), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
-			defer func() {
-				_ = mp.Shutdown(context.Background())
-				_ = tp.Shutdown(context.Background())
-			}()
-			obs := otelb24.NewObserver(otelb24.WithMeterProvider(mp), otelb24.WithTracerProvider(tp))
+			obs := benchObserver(b, bc.sampler)
 			ctx := context.Background()
 			res := b24oauth.CallResult{Outcome: b24oauth.OutcomeOK, Status: 200, Duration: time.Millisecond}
 			b.ReportAllocs()
@@ -199,17 +187,6 @@ func BenchmarkObserver(b *testing.B) {
 				obs.CallEnd(cctx, dealGet, res)
 			}
 		})
-	}
-}
-
-func benchParams(url string) b24oauth.OAuthParams {
-	host := strings.TrimPrefix(url, "http://")
-	return b24oauth.OAuthParams{
-		ApplicationToken: "bench-application-token", UserID: 1, MemberID: testMember,
-		AccessToken: "bench-access-token", RefreshToken: "bench-refresh-token",
-		Expires: time.Now().Add(time.Hour).Unix(), ExpiresIn: 3600, Scope: "crm",
-		Domain: host, ClientEndpoint: url + "/rest/", ServerEndpoint: "https://oauth.bitrix.info/rest/",
-		Status: b24oauth.StatusLocal,
 	}
 }
 
