@@ -133,23 +133,25 @@ func BenchmarkCall(b *testing.B) {
 // BenchmarkCallOverhead alternates calls of a client without an Observer and of one with the
 // otelb24 Observer, timing each call: both see the same machine at the same moments, so the
 // overhead it reports (overhead-%: how much longer the observed calls took) is steadier than
-// the difference of two BenchmarkCall runs on a shared machine. The Observer records metrics
-// into an SDK MeterProvider, and spans into a no-op TracerProvider ("metrics"), an SDK one that
+// the difference of two BenchmarkCall runs on a shared machine. "nop" is b24oauth.NopObserver:
+// the core's own cost of reporting. The otelb24 Observer records metrics into an SDK
+// MeterProvider, and spans into a no-op TracerProvider ("metrics"), an SDK one that
 // samples none ("metrics+unsampled") or every one, exported in batches to a no-op exporter
 // ("metrics+sampled"). Target: at most 5%.
 func BenchmarkCallOverhead(b *testing.B) {
 	lp := newLoopbackPortal(b)
 	for _, bc := range []struct {
-		name    string
-		sampler sdktrace.Sampler
+		name string
+		obs  func(b *testing.B) b24oauth.Observer
 	}{
-		{"metrics", nil},
-		{"metrics+unsampled", sdktrace.NeverSample()},
-		{"metrics+sampled", sdktrace.AlwaysSample()},
+		{"nop", func(*testing.B) b24oauth.Observer { return b24oauth.NopObserver{} }},
+		{"metrics", func(b *testing.B) b24oauth.Observer { return benchObserver(b, nil) }},
+		{"metrics+unsampled", func(b *testing.B) b24oauth.Observer { return benchObserver(b, sdktrace.NeverSample()) }},
+		{"metrics+sampled", func(b *testing.B) b24oauth.Observer { return benchObserver(b, sdktrace.AlwaysSample()) }},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			lp.b = b
-			plain, observed := lp.client(nil), lp.client(benchObserver(b, bc.sampler))
+			plain, observed := lp.client(nil), lp.client(bc.obs(b))
 			var base, with time.Duration
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
