@@ -24,8 +24,8 @@
 //
 // The attributes:
 //
-//   - method: the REST method ("crm.deal.get"; "batch" for a batch, each request of a list);
-//     api_version: "v2" or "v3".
+//   - method: the REST method of the request ("crm.deal.get"; "batch" for a batch, also the
+//     batches of a chained List and of PullOfflineEvents); api_version: "v2" or "v3".
 //   - outcome of a call: one of b24oauth's Outcome constants (ok, api_error, limited,
 //     auth_error, transport, canceled); a call's duration includes its limiter waits, refreshes
 //     and retries.
@@ -34,7 +34,7 @@
 //   - outcome of a limiter wait: ok (the request was let through) or error (the wait ended
 //     without it: the context's deadline or cancellation). A wait is recorded however short, so
 //     the histogram's count is the number of requests that went through the limiter, and its
-//     first bucket (up to 0 s) those that did not wait at all.
+//     first bucket (up to 0.1 ms) those it let through at once.
 //   - outcome of a refresh: ok, adopted (a newer pair was already stored, by another client or
 //     replica), revoked (the portal must reinstall the app), error (may work later). A refresh
 //     counts once however many calls waited for it; KeepAlive's refreshes count too.
@@ -48,8 +48,9 @@
 //
 // The duration histograms have explicit bucket boundaries: calls, refreshes and events the
 // semantic conventions' HTTP duration buckets (5 ms to 10 s) plus 30 s and 60 s, for calls that
-// waited for the portal's limits or were retried; limiter waits start at 0 s (no wait) and 1 ms;
-// store operations start at 0.1 ms. A View of the MeterProvider can change them.
+// waited for the portal's limits or were retried; limiter waits from 0.1 ms (let through at
+// once) and 1 ms up to 60 s; store operations from 0.1 ms up to 5 s. A View of the
+// MeterProvider can change them.
 //
 // # Spans
 //
@@ -86,5 +87,6 @@
 // The attribute sets of the metrics are built once per combination (method, version,
 // outcome...) and cached; a measurement then allocates nothing of its own. Span attributes are
 // only set on spans that record, after they started: a sampler decides on a span's name, kind
-// and parent. BenchmarkCall measures a call with and without the Observer.
+// and parent. BenchmarkCall and BenchmarkCallOverhead measure calls with and without the
+// Observer; most of what it adds is the SDK's own work (a recorded span above all).
 package otelb24

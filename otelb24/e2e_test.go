@@ -387,6 +387,16 @@ func TestAppLife(t *testing.T) {
 		if spanAttrs(parent)["b24oauth.member_id"] != spanAttrs(s)["b24oauth.member_id"] {
 			t.Errorf("refresh span of %s under a call of %s", spanAttrs(s)["b24oauth.member_id"], spanAttrs(parent)["b24oauth.member_id"])
 		}
+		// The refresh runs in the store's Update: its store operations are the span's events.
+		updates := 0
+		for _, ev := range s.Events() {
+			if ev.Name == "b24oauth.store" && eventAttrs(ev)["b24oauth.store.op"] == "update" {
+				updates++
+			}
+		}
+		if updates == 0 {
+			t.Errorf("refresh span %v has no store update event: %v", spanAttrs(s), s.Events())
+		}
 	}
 	var retryEvents []string
 	for _, s := range byName["b24oauth.call"] {
