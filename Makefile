@@ -1,11 +1,13 @@
-# Every Go module of the repository: the root (b24oauth, b24test, storetest, examples), the
-# two store modules and the release tool internal/modproxy (go.work lists the same). Each
-# target runs in every module and fails if any module fails.
+# Every Go module of the repository: the root (b24oauth, b24test, storetest, sealstore), the
+# two store modules, otelb24 (OpenTelemetry), the example server examples/multitenant (its own
+# module: it requires otelb24 and Prometheus, which the core must not) and the release tool
+# internal/modproxy (go.work lists the same). Each target runs in every module and fails if
+# any module fails.
 #
 # The store modules' integration tests need B24OAUTH_TEST_POSTGRES and B24OAUTH_TEST_REDIS
 # (they skip without them); `make services` starts local servers, and .ci/run sets both.
 
-MODULES := . pgstore redisstore internal/modproxy
+MODULES := . pgstore redisstore otelb24 examples/multitenant internal/modproxy
 
 # The integration tests talk to the local servers unless told otherwise (`make services` starts
 # them). Set a variable to an empty value to skip its store's integration tests.

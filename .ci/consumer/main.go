@@ -1,7 +1,8 @@
 // Command consumer is a user's program as `make modcheck` builds it: in a fresh module outside
 // the repository, with every module of ours fetched through a module proxy at the release
 // version. It imports every published package (a new module adds its import here; the check
-// fails until it does) and uses a symbol of each, then prints b24oauth.Version.
+// fails until it does; a module of commands only, such as examples/multitenant, cannot be
+// imported and is built instead) and uses a symbol of each, then prints b24oauth.Version.
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 
 	"github.com/b24go/b24oauth"
 	"github.com/b24go/b24oauth/b24test"
+	"github.com/b24go/b24oauth/otelb24"
 	"github.com/b24go/b24oauth/pgstore"
 	"github.com/b24go/b24oauth/redisstore"
 	"github.com/b24go/b24oauth/storetest"
@@ -28,6 +30,14 @@ func main() {
 	if !strings.Contains(pgstore.Schema("b24oauth_installations"), "b24oauth_installations") {
 		fail("pgstore.Schema does not name its table")
 	}
+	app, err := b24oauth.NewApp(b24oauth.AppConfig{
+		ClientID: srv.ClientID(), ClientSecret: srv.ClientSecret(), Store: store,
+		Observer: otelb24.NewObserver(), // OpenTelemetry's global providers: no-ops until set
+	})
+	if err != nil {
+		fail("NewApp with the otelb24 Observer: " + err.Error())
+	}
+	_ = app.Close()
 	_ = redisstore.WithKeyPrefix("consumer:")
 	_ = storetest.Run
 

@@ -19,18 +19,37 @@ import (
 // (which binds its events), business code calls the portal, a deal added in the portal reaches
 // the event handler, a changed deal is pulled from the offline queue, the token expires and is
 // refreshed and persisted, the portal uninstalls the app; then a user of another portal connects
-// the service by authorization code, and the service disconnects it.
+// the service by authorization code, and the service disconnects it. Last, the operator's view:
+// /healthz, and the b24oauth metrics of /metrics.
 func runDemo(ctx context.Context, out io.Writer) error {
+	_, err := demo(ctx, out)
+	return err
+}
+
+// demoRun is what a demo leaves for its test to check.
+type demoRun struct {
+	metrics string   // the body of GET /metrics after the flow
+	secrets []string // every token, application token and client secret the run used
+}
+
+// demo is runDemo, returning what it saw.
+func demo(ctx context.Context, out io.Writer) (*demoRun, error) {
+	run := &demoRun{}
 	fake := b24test.NewServer()
 	defer fake.Close()
+	run.secrets = append(run.secrets, fake.ClientSecret())
+	seen := func(p *b24test.Portal) {
+		tok := p.Tokens()
+		run.secrets = append(run.secrets, tok.AccessToken, tok.RefreshToken, p.ApplicationToken())
+	}
 	dir, err := os.MkdirTemp("", "b24oauth-demo-")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer os.RemoveAll(dir)
 	store, err := b24oauth.NewFileStore(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	step := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
 	reported := make(chan struct{}, 1)
@@ -42,9 +61,14 @@ func runDemo(ctx context.Context, out io.Writer) error {
 	var handler muxHandler // the App's config needs the server's URL, the server the App
 	base, stop, err := listen(&handler)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer stop()
+	m, err := newMetrics()
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = m.Shutdown(context.Background()) }()
 	app, err := b24oauth.NewApp(b24oauth.AppConfig{
 		ClientID:     fake.ClientID(),
 		ClientSecret: fake.ClientSecret(),
@@ -53,16 +77,19 @@ func runDemo(ctx context.Context, out io.Writer) error {
 		OAuthServers: []string{fake.OAuthOrigin()}, // the fake's OAuth server, instead of Bitrix24's
 		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Events:       bindings(base),
+		Observer:     m.Observer, // the operator's view at the end: /metrics
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer app.Close()
 	st, err := newStates(nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	handler.set(newMux(app, st, deals))
+	mux := newMux(app, st, deals)
+	mountOps(mux, m, store)
+	handler.set(mux)
 	// The redirect URI of the application's settings in Bitrix24.
 	fake.SetRedirectURI(base + "/oauth/callback")
 	waitReport := func() error {
@@ -75,72 +102,75 @@ func runDemo(ctx context.Context, out io.Writer) error {
 	}
 
 	portal := fake.AddPortal(b24test.PortalName("acme"))
+	seen(portal)
 	step("1. Bitrix24 portal %s (member_id %s) installs the app: POST %s/install", portal.Domain(), portal.MemberID(), base)
 	if err := post(ctx, portal.InstallEvent(), base+"/install"); err != nil {
-		return err
+		return nil, err
 	}
 	inst, err := store.Load(ctx, portal.MemberID())
 	if err != nil {
-		return err
+		return nil, err
 	}
+	seen(portal)
 	step("   stored in %s: %v; events bound: %s", dir, inst.State, boundEvents(portal))
 
 	profileURL := base + "/portal/" + portal.MemberID() + "/profile"
 	step("2. Business code calls the portal: GET %s", profileURL)
 	status, body, err := get(ctx, http.DefaultClient, profileURL)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	step("   %d %s", status, body)
 	if status != http.StatusOK {
-		return fmt.Errorf("profile: HTTP %d", status)
+		return nil, fmt.Errorf("profile: HTTP %d", status)
 	}
 
 	step("3. A user adds a deal in the portal; Bitrix24 POSTs ONCRMDEALADD to %s/events", base)
 	id := portal.AddDeal(1, map[string]string{"TITLE": "Big deal"})
 	if err := waitReport(); err != nil {
-		return err
+		return nil, err
 	}
 
 	step("4. The deal changes; ONCRMDEALUPDATE waits in the portal's offline queue until the app pulls it")
 	portal.UpdateDeal(1, id, map[string]string{"TITLE": "Bigger deal"})
 	n, err := app.PullOfflineEvents(ctx, portal.MemberID(), deals)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := waitReport(); err != nil {
-		return err
+		return nil, err
 	}
 	step("   pulled %d event(s); left in the queue: %d", n, len(portal.OfflineEvents()))
 
 	portal.ExpireAccessToken()
 	step("5. The access token expires; the next call refreshes it and writes the new pair to the store")
 	if status, body, err = get(ctx, http.DefaultClient, profileURL); err != nil {
-		return err
+		return nil, err
 	}
 	step("   %d %s", status, body)
 	after, err := store.Load(ctx, portal.MemberID())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	current := portal.Tokens()
+	seen(portal)
 	step("   refreshes seen by Bitrix24: %d; stored pair is the current one: %v; old refresh token replaced: %v",
 		portal.Refreshes(), after.RefreshToken == current.RefreshToken && after.AccessToken == current.AccessToken,
 		after.RefreshToken != inst.RefreshToken)
 	if status != http.StatusOK || portal.Refreshes() != 1 || after.RefreshToken != current.RefreshToken {
-		return fmt.Errorf("the refresh was not persisted")
+		return nil, fmt.Errorf("the refresh was not persisted")
 	}
 
 	step("6. The portal uninstalls the app: POST %s/uninstall", base)
 	if err := post(ctx, portal.UninstallEvent(false), base+"/uninstall"); err != nil {
-		return err
+		return nil, err
 	}
 	if status, body, err = get(ctx, http.DefaultClient, profileURL); err != nil {
-		return err
+		return nil, err
 	}
 	step("   GET %s -> %d %s", profileURL, status, body)
 	if status != http.StatusNotFound {
-		return fmt.Errorf("after uninstall: HTTP %d, want 404", status)
+		return nil, fmt.Errorf("after uninstall: HTTP %d, want 404", status)
 	}
 
 	globex := fake.AddPortal(b24test.PortalName("globex"))
@@ -150,35 +180,65 @@ func runDemo(ctx context.Context, out io.Writer) error {
 	// user in at once), and back to /oauth/callback with the code.
 	browser := &http.Client{Transport: fake.Client().Transport}
 	if status, body, err = get(ctx, browser, connectURL); err != nil {
-		return err
+		return nil, err
 	}
+	seen(globex)
 	step("   portal %s/oauth/authorize/ -> %s/oauth/callback -> %d %s", globex.Domain(), base, status, body)
 	if status != http.StatusOK {
-		return fmt.Errorf("connect: HTTP %d, want 200", status)
+		return nil, fmt.Errorf("connect: HTTP %d, want 200", status)
 	}
 	globexURL := base + "/portal/" + globex.MemberID() + "/profile"
 	if status, body, err = get(ctx, http.DefaultClient, globexURL); err != nil {
-		return err
+		return nil, err
 	}
 	step("   GET %s -> %d %s", globexURL, status, body)
 	if status != http.StatusOK {
-		return fmt.Errorf("profile of the connected portal: HTTP %d", status)
+		return nil, fmt.Errorf("profile of the connected portal: HTTP %d", status)
 	}
 
 	step("8. The service disconnects %s (App.Disconnect)", globex.Domain())
 	if err := app.Disconnect(ctx, globex.MemberID()); err != nil {
-		return err
+		return nil, err
 	}
 	if status, body, err = get(ctx, http.DefaultClient, globexURL); err != nil {
-		return err
+		return nil, err
 	}
 	step("   GET %s -> %d %s", globexURL, status, body)
 	if status != http.StatusNotFound {
-		return fmt.Errorf("after disconnect: HTTP %d, want 404", status)
+		return nil, fmt.Errorf("after disconnect: HTTP %d, want 404", status)
 	}
-	step("Done: install, call, event delivered, offline event pulled, refresh persisted, uninstall; connect by authorization code, disconnect.")
-	return nil
+
+	// Every event the portals fired has been answered (and counted) before the metrics are read.
+	if err := fake.WaitForDeliveries(ctx); err != nil {
+		return nil, err
+	}
+	step("9. The operator's view: GET %s/healthz, and the b24oauth metrics of GET %s/metrics", base, base)
+	if status, body, err = get(ctx, http.DefaultClient, base+"/healthz"); err != nil {
+		return nil, err
+	}
+	step("   /healthz -> %d %s", status, body)
+	if status != http.StatusOK {
+		return nil, fmt.Errorf("/healthz: HTTP %d, want 200", status)
+	}
+	if status, run.metrics, err = get(ctx, http.DefaultClient, base+"/metrics"); err != nil {
+		return nil, err
+	}
+	if status != http.StatusOK {
+		return nil, fmt.Errorf("/metrics: HTTP %d", status)
+	}
+	for _, line := range strings.Split(run.metrics, "\n") {
+		for _, name := range demoMetrics {
+			if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+				step("   %s", line)
+			}
+		}
+	}
+	step("Done: install, call, event delivered, offline event pulled, refresh persisted, uninstall; connect by authorization code, disconnect; health and metrics.")
+	return run, nil
 }
+
+// demoMetrics are the series of /metrics the demo prints.
+var demoMetrics = []string{"b24oauth_calls_total", "b24oauth_retries_total", "b24oauth_refreshes_total", "b24oauth_events_total"}
 
 // boundEvents lists the portal's event bindings.
 func boundEvents(p *b24test.Portal) string {

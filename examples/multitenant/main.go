@@ -9,6 +9,8 @@
 //	GET  /connect?domain=...         sends the browser to the portal's authorize URL
 //	GET  /oauth/callback             the redirect URI: checks the state, calls App.Connect
 //	GET  /portal/{memberID}/profile  calls the portal's REST method "profile"
+//	GET  /metrics                    Prometheus metrics: the App's calls, refreshes, events... (otelb24)
+//	GET  /healthz                    200 "ok" when the token store answers, else 503
 //
 // Every portal that installs the app gets ONCRMDEALADD bound to /events (when B24_PUBLIC_URL
 // says where the server is reachable) and ONCRMDEALUPDATE bound offline: changed deals wait in
@@ -149,11 +151,17 @@ func serve() error {
 		return err
 	}
 	publicURL := strings.TrimSuffix(os.Getenv("B24_PUBLIC_URL"), "/")
+	m, err := newMetrics()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = m.Shutdown(context.Background()) }()
 	app, err := b24oauth.NewApp(b24oauth.AppConfig{
 		ClientID:     os.Getenv("B24_CLIENT_ID"),
 		ClientSecret: os.Getenv("B24_CLIENT_SECRET"),
 		Store:        store,
 		Events:       bindings(publicURL),
+		Observer:     m.Observer,
 		OnRevoked: func(ctx context.Context, inst b24oauth.Installation, err error) {
 			slog.Warn("portal lost its tokens: its administrator must reinstall the app",
 				"member_id", inst.MemberID, "domain", inst.Domain, "error", err)
@@ -181,9 +189,11 @@ func serve() error {
 	if err != nil {
 		return err
 	}
+	mux := newMux(app, st, loop.Signals(deals))
+	mountOps(mux, m, store)
 	srv := &http.Server{
 		Addr:              ":" + port,
-		Handler:           newMux(app, st, loop.Signals(deals)),
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      90 * time.Second,

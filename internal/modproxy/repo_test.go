@@ -296,3 +296,47 @@ func TestReadVersion(t *testing.T) {
 		t.Errorf("readVersion = %q, %v; want v1.2.3", v, err)
 	}
 }
+
+// A module of commands requiring the core and another module of ours (as examples/multitenant
+// requires otelb24): check wants go.work to replace that module too, and set-version moves both
+// requirements and both replaces.
+func TestSetVersionModuleRequiringAnAddOn(t *testing.T) {
+	files := goodTree()
+	files["go.work"] = "go 1.23.0\n\nuse (\n\t.\n\t./store\n\t./examples/app\n\t./internal/tool\n)\n\nreplace example.com/core v1.2.3 => ./\n"
+	files["examples/app/go.mod"] = "module example.com/core/examples/app\n\ngo 1.23.0\n\nrequire (\n\texample.com/core v1.2.3\n\texample.com/core/store v1.2.3\n)\n"
+	files["examples/app/main.go"] = "package main\n\nimport \"example.com/core/store\"\n\nfunc main() { println(store.Hello()) }\n"
+	root := writeTree(t, files)
+	r, err := loadRepo(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	problems := r.check("v1.2.3")
+	if len(problems) != 1 || !strings.Contains(problems[0], "go.work lacks `replace example.com/core/store v1.2.3 => ./store`") {
+		t.Fatalf("check without the add-on's replace: %q", problems)
+	}
+	if err := setVersion(root, "v1.3.0"); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = loadRepo(root); err != nil {
+		t.Fatal(err)
+	}
+	if problems := r.check("v1.3.0"); len(problems) > 0 {
+		t.Fatalf("after set-version 1.3.0:\n%s", strings.Join(problems, "\n"))
+	}
+	mod, err := os.ReadFile(filepath.Join(root, "examples", "app", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(mod), "example.com/core v1.3.0") || !strings.Contains(string(mod), "example.com/core/store v1.3.0") {
+		t.Errorf("examples/app/go.mod after set-version:\n%s", mod)
+	}
+	work, err := os.ReadFile(filepath.Join(root, "go.work"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"replace example.com/core v1.3.0 => ./", "replace example.com/core/store v1.3.0 => ./store"} {
+		if !strings.Contains(string(work), want) {
+			t.Errorf("go.work after set-version lacks %q:\n%s", want, work)
+		}
+	}
+}
