@@ -293,7 +293,7 @@ func (a *App) storeConnectionOnce(ctx context.Context, inst Installation, retry 
 	var stored Installation
 	var kind InstallKind
 	var after error // refuse the connection, though fn wrote (a stored pair it had to refresh)
-	err := a.storeUpdate(ctx, inst.MemberID, func(cur Installation) (Installation, error) {
+	err := a.lifecycleUpdate(ctx, inst.MemberID, func(cur Installation) (Installation, error) {
 		stored, after = Installation{}, nil
 		if cur.ApplicationToken != "" || cur.Domain != inst.Domain {
 			// Another installation: an install event's, or one of another domain. Only a dead

@@ -320,7 +320,7 @@ func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (I
 		stored = merge(cur, inst)
 		return stored, nil
 	}
-	err = a.storeUpdate(ctx, inst.MemberID, apply)
+	err = a.lifecycleUpdate(ctx, inst.MemberID, apply)
 	if errors.Is(err, ErrNotInstalled) {
 		// A first install, created only where none is stored: another first install of the
 		// portal that got there first (the ONAPPINSTALL event and the install page POST arrive
@@ -328,7 +328,7 @@ func (a *App) storeInstall(ctx context.Context, ev Installation, update bool) (I
 		if err = a.storeCreate(ctx, inst); err == nil {
 			return inst, InstallNew, nil
 		} else if errors.Is(err, ErrAlreadyInstalled) {
-			err = a.storeUpdate(ctx, inst.MemberID, apply)
+			err = a.lifecycleUpdate(ctx, inst.MemberID, apply)
 		}
 	}
 	switch {
