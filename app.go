@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -114,6 +115,7 @@ type App struct {
 	building singleflight.Group
 
 	verifyGate *verifyGate
+	eventNames eventNames   // the ordinary event names reported to the Observer
 	clients    *httpClients // the HTTP client given (or the default) and its redirect-refusing copy
 
 	// unsaved holds, per portal, a refreshed pair the store has not taken yet (its write
@@ -808,15 +810,17 @@ func (a *App) scheduleRecheck(memberID string, mark time.Time, exchange exchange
 			return // gone, revoked, or the other process finished its refresh
 		}
 		r := &storeRefresher{app: a, memberID: memberID}
-		exchanged := false
+		var exchanged atomic.Bool // ex may be kept past this run, as exchange was
 		ex := func(ctx context.Context, cur OAuthParams) (OAuthParams, error) {
 			p, err := exchange(ctx, cur)
-			exchanged = exchanged || err == nil
+			if err == nil {
+				exchanged.Store(true)
+			}
 			return p, err
 		}
 		_, err = a.observedRefresh(ctx, inst.OAuthParams, func(ctx context.Context) (bool, error) {
 			_, err := r.refresh(ctx, inst.OAuthParams, ex)
-			return exchanged, err
+			return exchanged.Load(), err
 		})
 		if err == nil {
 			a.forget(memberID)

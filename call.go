@@ -77,8 +77,18 @@ func (b *B24OAuth) sendObserved(ctx context.Context, ver APIVersion, method stri
 	}}
 	start := time.Now()
 	ctx = co.o.CallStart(ctx, co.info)
+	ended := false
+	defer func() {
+		if !ended {
+			// A panic (the user's RoundTripper, a hook): the call still ends, once, so that an
+			// Observer's span ends and its count of calls in flight goes down; the panic goes on.
+			co.o.CallEnd(ctx, co.info, CallResult{Outcome: OutcomeTransport, Retries: co.retries,
+				Duration: time.Since(start), Err: errCallPanicked})
+		}
+	}()
 	resp, err := b.sendAttempts(ctx, ver, method, payload, readOnly, cost, co)
-	outcome, status, code := callOutcome(ctx, err)
+	ended = true
+	outcome, status, code := callOutcome(ctx, err, co.waitErr != nil)
 	if resp != nil {
 		status = resp.Status
 	}
@@ -88,12 +98,16 @@ func (b *B24OAuth) sendObserved(ctx context.Context, ver APIVersion, method stri
 	return resp, err
 }
 
+// errCallPanicked is CallResult.Err of a call that panicked.
+var errCallPanicked = errors.New("b24oauth: the call panicked")
+
 // callObservation is what sendAttempts reports to an Observer; nil without one (its methods
 // then do nothing).
 type callObservation struct {
 	o       Observer
 	info    CallInfo
 	retries int
+	waitErr error // the limiter's refusal, which ends the call
 }
 
 // retry reports a re-send.
@@ -136,6 +150,7 @@ func (b *B24OAuth) sendAttempts(ctx context.Context, ver APIVersion, method stri
 		err := b.limiter.wait(ctx, method, cost)
 		if co != nil {
 			co.o.LimiterWait(ctx, co.info, LimiterWaitInfo{Wait: time.Since(waitStart), Err: err})
+			co.waitErr = err
 		}
 		if err != nil {
 			return nil, err

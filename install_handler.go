@@ -393,6 +393,7 @@ func (a *App) serveUninstall(w http.ResponseWriter, r *http.Request, rep *eventR
 	ctx, cancel := context.WithTimeout(hookCtx, a.cfg.EventTimeout)
 	defer cancel()
 	notInstalled := func() {
+		rep.ignored("not installed")
 		a.evict(memberID)
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("not installed\n"))

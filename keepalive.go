@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -158,9 +159,11 @@ func (a *App) refreshThroughStore(ctx context.Context, inst Installation) (bool,
 		return false, err
 	}
 	defer c.Destroy()
-	exchanged := false
+	// ex may outlive this call (a re-check the refresh schedules runs it later, on a timer's
+	// goroutine): the flag it sets is atomic.
+	var exchanged atomic.Bool
 	ex := func(ctx context.Context, cur OAuthParams) (OAuthParams, error) {
-		exchanged = true
+		exchanged.Store(true)
 		return c.exchangeHTTP(ctx, cur)
 	}
 	r := &storeRefresher{app: a, memberID: inst.MemberID}
@@ -170,7 +173,7 @@ func (a *App) refreshThroughStore(ctx context.Context, inst Installation) (bool,
 	// keeps it for the portal (unsaved) and writes it at the next chance.
 	return a.observedRefresh(ctx, inst.OAuthParams, func(ctx context.Context) (bool, error) {
 		_, err := r.refresh(ctx, inst.OAuthParams, ex)
-		return exchanged, err
+		return exchanged.Load(), err
 	})
 }
 
@@ -184,10 +187,20 @@ func (a *App) observedRefresh(ctx context.Context, p OAuthParams, run func(conte
 	ri := RefreshInfo{MemberID: p.MemberID, Domain: p.Domain}
 	start := time.Now()
 	ctx = o.RefreshStart(ctx, ri)
+	ended := false
+	defer func() {
+		if !ended { // a panic (the user's store or RoundTripper): the refresh still ends, once
+			o.RefreshEnd(ctx, ri, RefreshResult{Outcome: RefreshError, Duration: time.Since(start), Err: errRefreshPanicked})
+		}
+	}()
 	exchanged, err := run(ctx)
+	ended = true
 	o.RefreshEnd(ctx, ri, RefreshResult{Outcome: refreshOutcome(exchanged, err), Duration: time.Since(start), Err: err})
 	return exchanged, err
 }
+
+// errRefreshPanicked is RefreshResult.Err of a refresh that panicked.
+var errRefreshPanicked = errors.New("b24oauth: the refresh panicked")
 
 // pairIssuedAt is when inst's pair was issued: its access token's expiry less its lifetime,
 // else the installation's last write.

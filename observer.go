@@ -17,8 +17,11 @@ import (
 // goroutines at once: they must be safe for concurrent use, quick, and must not block. The
 // values they receive never hold a token, an application token or the client secret; an Err
 // prints as the SDK's errors do, redacted. Values of string fields meant for grouping
-// (Method, Outcome, Op, Reason, Event) come from small fixed sets or from the caller's own code,
-// never from an unverified request, so they are safe as metric attributes.
+// (CallInfo.Method, the Outcomes, RetryInfo.Reason, StoreOpInfo.Op, EventInfo.Event) come from
+// small fixed sets, from the caller's own code, or (EventInfo.Event) from a bounded set of
+// verified names, never from an unverified request, so they are safe as metric attributes.
+// The portal's and the sender's words (CallResult.Code, EventInfo.Reason, an Err's message)
+// are bounded in size but not in number of values: span attributes, not metric attributes.
 //
 // The methods may grow: embed NopObserver in an implementation to keep it compiling when they
 // do.
@@ -27,7 +30,8 @@ type Observer interface {
 	// or ListV3) begins, before the limiter and any refresh. The context it returns is the call's:
 	// the refresh, the HTTP request and CallEnd get it (an Observer puts its span there).
 	CallStart(ctx context.Context, c CallInfo) context.Context
-	// CallEnd is called once per CallStart, with the call's outcome.
+	// CallEnd is called once per CallStart, with the call's outcome; also when the call panics
+	// (OutcomeTransport), before the panic goes on.
 	CallEnd(ctx context.Context, c CallInfo, r CallResult)
 	// Retry is called each time a call's request is sent again, before the backoff.
 	Retry(ctx context.Context, c CallInfo, r RetryInfo)
@@ -35,7 +39,9 @@ type Observer interface {
 	// method's operating-time pacing), however short, with how long it took.
 	LimiterWait(ctx context.Context, c CallInfo, w LimiterWaitInfo)
 	// RefreshStart is called when a token refresh begins: one per refresh, however many calls
-	// wait for it; a refresh by KeepAlive too. The context it returns is the refresh's.
+	// wait for it; a refresh by KeepAlive too. The context it returns is the refresh's. The
+	// exchanges an install or uninstall handler makes to verify an event are part of that
+	// event, not refreshes.
 	RefreshStart(ctx context.Context, r RefreshInfo) context.Context
 	// RefreshEnd is called once per RefreshStart, with the refresh's outcome.
 	RefreshEnd(ctx context.Context, r RefreshInfo, res RefreshResult)
@@ -92,21 +98,25 @@ type CallInfo struct {
 
 // CallResult is how a REST request ended.
 type CallResult struct {
-	Outcome  string        // one of the Outcome constants
-	Status   int           // the portal's last HTTP status; 0 when none was received
-	Code     string        // the portal's error code (an *APIError's Code), if any
+	Outcome string // one of the Outcome constants
+	Status  int    // the portal's last HTTP status; 0 when none was received
+	// Code is the portal's error code (an *APIError's Code), if any: at most 128 bytes, any byte
+	// but a letter, a digit or "_.:-" replaced by '_'.
+	Code     string
 	Retries  int           // how many times the request was sent again
 	Duration time.Duration // from CallStart, waits, refreshes and retries included
 	Err      error         // what the call returned; nil for OutcomeOK
 }
 
-// The outcomes of a call (CallResult.Outcome).
+// The outcomes of a call (CallResult.Outcome). An *APIError without a Code (a gateway's error
+// page, a redirect, a reply that is not JSON) is not the REST API's answer: OutcomeTransport,
+// with its Status.
 const (
 	OutcomeOK        = "ok"         // the portal ran the call
-	OutcomeAPIError  = "api_error"  // the portal answered an error (an *APIError)
+	OutcomeAPIError  = "api_error"  // the portal answered an error code (an *APIError with a Code)
 	OutcomeLimited   = "limited"    // the portal's limits: QUERY_LIMIT_EXCEEDED or OPERATION_TIME_LIMIT after the retries, or a wait past the deadline
 	OutcomeAuthError = "auth_error" // no usable token: a failed refresh, a revoked or removed installation
-	OutcomeTransport = "transport"  // no reply: the network, TLS, a reply too large or not Bitrix24's
+	OutcomeTransport = "transport"  // no REST reply: the network, TLS, a timeout, a reply too large or not Bitrix24's (see below)
 	OutcomeCanceled  = "canceled"   // the caller's context ended
 )
 
@@ -143,7 +153,8 @@ type RefreshResult struct {
 	Outcome  string        // one of the Refresh constants
 	Duration time.Duration // from RefreshStart
 	// Err is the failure for RefreshRevoked and RefreshError; for RefreshOK, an error when the
-	// new pair is in use but could not be stored yet (the App retries the write).
+	// new pair is in use but could not be stored yet (the App retries the write) or the
+	// CallbackRefreshAuth failed (the pair is offered to it again).
 	Err error
 }
 
@@ -181,14 +192,19 @@ type EventInfo struct {
 	// Event is the event's name (ONAPPINSTALL, ONAPPUPDATE, ONAPPUNINSTALL, ONCRMDEALADD...;
 	// "install_page" for the install page POST). An ordinary event's name is given only once
 	// the event was verified: a rejected one has "" (its name, being the sender's word, would
-	// let anyone add names).
+	// let anyone add names). Even verified, a name is the word of whoever holds the portal's
+	// application token (on current portals, any of its users): only the names
+	// AppConfig.Events binds and the first 64 others an App sees are given, the rest have "".
 	Event    string
 	MemberID string // the portal's member_id, once the event was verified; else ""
-	// Outcome is EventAccepted or EventRejected.
+	// Outcome is EventAccepted or EventRejected. An uninstall of a portal not installed is
+	// answered 200 (so that Bitrix24 does not send it again) but, having changed nothing and
+	// proved nothing, is rejected, Reason "not installed".
 	Outcome string
 	// Status is the HTTP status the handler answered (200 for an offline event handled, 500
 	// when the function failed); Reason says why a rejected event was refused, as told to the
-	// sender (it may quote a part of the request).
+	// sender (at most a few hundred bytes; it may quote a part of the request, clipped to 64
+	// bytes and escaped).
 	Status   int
 	Reason   string
 	Offline  bool          // an offline event (PullOfflineEvents)
@@ -201,8 +217,8 @@ const (
 	EventRejected = "rejected"
 )
 
-// callOutcome classifies what send returned.
-func callOutcome(ctx context.Context, err error) (outcome string, status int, code string) {
+// callOutcome classifies what send returned; limiterRefused: the limiter's wait ended it.
+func callOutcome(ctx context.Context, err error, limiterRefused bool) (outcome string, status int, code string) {
 	if err == nil {
 		return OutcomeOK, http.StatusOK, ""
 	}
@@ -211,18 +227,50 @@ func callOutcome(ctx context.Context, err error) (outcome string, status int, co
 		switch ae.Code {
 		case "QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT":
 			return OutcomeLimited, ae.Status, ae.Code
+		case "":
+			// No REST error code: a gateway's error page, a redirect, a reply that is not JSON.
+			return OutcomeTransport, ae.Status, ""
 		}
-		return OutcomeAPIError, ae.Status, ae.Code
+		return OutcomeAPIError, ae.Status, reportedCode(ae.Code)
 	}
 	var rte *RefreshTokenError
 	switch {
 	case errors.As(err, &rte), errors.Is(err, ErrNotInstalled), errors.Is(err, ErrDestroyed):
 		return OutcomeAuthError, 0, ""
-	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-		// A limiter's wait past the deadline fails before the deadline itself.
+	case limiterRefused && ctx.Err() == nil:
+		// A wait past the deadline fails before the deadline itself. (Only the limiter's: a
+		// transport's own timeout matches context.DeadlineExceeded too.)
 		return OutcomeLimited, 0, ""
 	case ctx.Err() != nil:
 		return OutcomeCanceled, 0, ""
 	}
 	return OutcomeTransport, 0, ""
+}
+
+// maxReportedCode bounds CallResult.Code (Bitrix24's longest codes are about 64 bytes).
+const maxReportedCode = 128
+
+// reportedCode is an error code as CallResult.Code gives it: at most maxReportedCode bytes,
+// each byte that is not a letter, a digit or one of "_.:-" replaced by '_'. The code is the
+// portal's word, so that a span attribute made of it has a bounded size and no control
+// characters.
+func reportedCode(c string) string {
+	clean := len(c) <= maxReportedCode
+	for i := 0; clean && i < len(c); i++ {
+		clean = codeByte(c[i])
+	}
+	if clean {
+		return c // the usual case: no allocation
+	}
+	b := []byte(c[:min(len(c), maxReportedCode)])
+	for i, x := range b {
+		if !codeByte(x) {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+func codeByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == ':' || c == '-'
 }

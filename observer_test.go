@@ -37,6 +37,7 @@ type obsRecord struct {
 type recordingObserver struct {
 	mu      sync.Mutex
 	recs    []obsRecord
+	seen    []obsRecord // every record, take or not: check looks for secrets in all of them
 	starts  int
 	open    map[string]bool // ids started and not ended
 	badEnds []string
@@ -46,6 +47,7 @@ func (o *recordingObserver) add(ctx context.Context, r obsRecord) {
 	r.parent, _ = ctx.Value(obsKey{}).(string)
 	o.mu.Lock()
 	o.recs = append(o.recs, r)
+	o.seen = append(o.seen, r)
 	o.mu.Unlock()
 }
 
@@ -137,7 +139,7 @@ func (o *recordingObserver) check(t *testing.T, secrets ...string) {
 	for id := range o.open {
 		t.Errorf("%s started and never ended", id)
 	}
-	for _, r := range o.recs {
+	for _, r := range o.seen {
 		text := fmt.Sprintf("%+v %v %v %v %v %v", r, r.result.Err, r.wait.Err, r.refRes.Err, r.store.Err, r.event)
 		text += dumpStrings(reflect.ValueOf(r))
 		for _, s := range secrets {

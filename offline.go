@@ -242,8 +242,8 @@ func (p *offlinePull) handOver(ctx context.Context, ev Event) error {
 	}
 	start := time.Now()
 	err := p.fn(ctx, ev, p.c)
-	info := EventInfo{Event: ev.Name, MemberID: p.memberID, Outcome: EventAccepted, Status: http.StatusOK,
-		Offline: true, Duration: time.Since(start)}
+	info := EventInfo{Event: p.app.reportedEventName(ev.Name), MemberID: p.memberID, Outcome: EventAccepted,
+		Status: http.StatusOK, Offline: true, Duration: time.Since(start)}
 	if err != nil {
 		info.Outcome, info.Status, info.Reason = EventRejected, errEventFailed.status, errEventFailed.reason
 	}

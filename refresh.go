@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -188,18 +189,22 @@ func (b *B24OAuth) runRefresh(ctx context.Context, c *refreshCall, cur *OAuthPar
 	log := b.Logger()
 	start := time.Now()
 	var ri RefreshInfo
-	if b.observer != nil {
+	obs := b.observer
+	if _, probe := b.refresher.(noRefresh); probe {
+		obs = nil // a verification's probe refuses to refresh: there is no refresh to report
+	}
+	if obs != nil {
 		ri = RefreshInfo{MemberID: cur.MemberID, Domain: cur.Domain}
-		ctx = b.observer.RefreshStart(ctx, ri)
+		ctx = obs.RefreshStart(ctx, ri)
 	}
 	next, exchanged, err := b.exchange(ctx, *cur)
 	var res RefreshResult // for the Observer
 	var pe *persistError
 	if err != nil && !errors.As(err, &pe) {
 		err = b.refreshFailed(cur, err)
-		if b.observer != nil {
+		if obs != nil {
 			res = RefreshResult{Outcome: refreshOutcome(exchanged, err), Duration: time.Since(start), Err: err}
-			b.observer.RefreshEnd(ctx, ri, res)
+			obs.RefreshEnd(ctx, ri, res)
 		}
 		log.LogAttrs(ctx, slog.LevelWarn, "b24oauth: refresh failed",
 			slog.String("member_id", cur.MemberID), slog.Duration("duration", time.Since(start)), slog.Any("error", err))
@@ -246,12 +251,10 @@ func (b *B24OAuth) runRefresh(ctx context.Context, c *refreshCall, cur *OAuthPar
 				slog.String("member_id", next.MemberID), slog.Any("error", cbErr))
 		}
 	}
-	if b.observer != nil {
-		res = RefreshResult{Outcome: refreshOutcome(exchanged, nil), Duration: time.Since(start)}
-		if pe != nil {
-			res.Err = pe
-		}
-		b.observer.RefreshEnd(ctx, ri, res)
+	if obs != nil {
+		// c.warn: the store write (pe) or the callback that failed; the pair is in use.
+		res = RefreshResult{Outcome: refreshOutcome(exchanged, nil), Duration: time.Since(start), Err: c.warn}
+		obs.RefreshEnd(ctx, ri, res)
 	}
 	b.mu.Lock()
 	b.inflight = nil
@@ -281,12 +284,17 @@ func (b *B24OAuth) exchange(ctx context.Context, cur OAuthParams) (next OAuthPar
 		next, err = ex(ctx, cur)
 		return next, err == nil, err
 	}
+	// The refresher may keep the function past this call (a re-check scheduled for later, on
+	// another goroutine): the flag it sets must be safe to set then.
+	var issued atomic.Bool
 	next, err = b.refresher.refresh(ctx, cur, func(ctx context.Context, cur OAuthParams) (OAuthParams, error) {
 		p, err := ex(ctx, cur)
-		exchanged = exchanged || err == nil
+		if err == nil {
+			issued.Store(true)
+		}
 		return p, err
 	})
-	return next, exchanged, err
+	return next, issued.Load(), err
 }
 
 // refreshOutcome classifies a refresh for an Observer: exchanged says whether a new pair was
