@@ -91,6 +91,8 @@ func (b *B24OAuth) sendObserved(ctx context.Context, ver APIVersion, method stri
 	outcome, status, code := callOutcome(ctx, err, co.waitErr != nil)
 	if resp != nil {
 		status = resp.Status
+	} else if status == 0 {
+		status = co.status // the last reply, e.g. the 401 before a refresh that failed
 	}
 	co.o.CallEnd(ctx, co.info, CallResult{
 		Outcome: outcome, Status: status, Code: code, Retries: co.retries, Duration: time.Since(start), Err: err,
@@ -108,6 +110,7 @@ type callObservation struct {
 	info    CallInfo
 	retries int
 	waitErr error // the limiter's refusal, which ends the call
+	status  int   // the HTTP status of the last reply
 }
 
 // retry reports a re-send.
@@ -156,6 +159,9 @@ func (b *B24OAuth) sendAttempts(ctx context.Context, ver APIVersion, method stri
 			return nil, err
 		}
 		resp, apiErr, wrote, err := b.post(ctx, ver, p, method, payload, key)
+		if co != nil && apiErr != nil {
+			co.status = apiErr.Status
+		}
 		switch {
 		case err != nil:
 			if ctx.Err() != nil {

@@ -269,7 +269,8 @@ func TestObserverReportsCalls(t *testing.T) {
 	if r := obs.of("refresh", recs); len(r) != 1 || r[0].refRes.Outcome != b24oauth.RefreshRevoked || r[0].refRes.Err == nil {
 		t.Errorf("refresh of a revoked pair: %+v", r)
 	}
-	if r := obs.of("call", recs); len(r) != 1 || r[0].result.Outcome != b24oauth.OutcomeAuthError {
+	if r := obs.of("call", recs); len(r) != 1 || r[0].result.Outcome != b24oauth.OutcomeAuthError ||
+		r[0].result.Status != http.StatusUnauthorized { // the portal's 401 before the refresh
 		t.Errorf("call with a revoked pair: %+v", r)
 	}
 	obs.check(t, secrets...)
