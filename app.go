@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -809,20 +808,7 @@ func (a *App) scheduleRecheck(memberID string, mark time.Time, exchange exchange
 		if err != nil || inst.State == StateRevoked || !inst.RefreshingSince.Equal(mark) {
 			return // gone, revoked, or the other process finished its refresh
 		}
-		r := &storeRefresher{app: a, memberID: memberID}
-		var exchanged atomic.Bool // ex may be kept past this run, as exchange was
-		ex := func(ctx context.Context, cur OAuthParams) (OAuthParams, error) {
-			p, err := exchange(ctx, cur)
-			if err == nil {
-				exchanged.Store(true)
-			}
-			return p, err
-		}
-		_, err = a.observedRefresh(ctx, inst.OAuthParams, func(ctx context.Context) (bool, error) {
-			_, err := r.refresh(ctx, inst.OAuthParams, ex)
-			return exchanged.Load(), err
-		})
-		if err == nil {
+		if _, err := a.refreshStored(ctx, inst.OAuthParams, exchange); err == nil {
 			a.forget(memberID)
 		}
 	})

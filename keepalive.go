@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -159,21 +158,22 @@ func (a *App) refreshThroughStore(ctx context.Context, inst Installation) (bool,
 		return false, err
 	}
 	defer c.Destroy()
-	// ex may outlive this call (a re-check the refresh schedules runs it later, on a timer's
-	// goroutine): the flag it sets is atomic.
-	var exchanged atomic.Bool
-	ex := func(ctx context.Context, cur OAuthParams) (OAuthParams, error) {
-		exchanged.Store(true)
-		return c.exchangeHTTP(ctx, cur)
-	}
-	r := &storeRefresher{app: a, memberID: inst.MemberID}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), defaultRefreshTimeout)
 	defer cancel()
 	// A pair exchanged but not stored comes back as a *persistError, counted as failed: the App
 	// keeps it for the portal (unsaved) and writes it at the next chance.
-	return a.observedRefresh(ctx, inst.OAuthParams, func(ctx context.Context) (bool, error) {
-		_, err := r.refresh(ctx, inst.OAuthParams, ex)
-		return exchanged.Load(), err
+	return a.refreshStored(ctx, inst.OAuthParams, c.exchangeHTTP)
+}
+
+// refreshStored refreshes the stored pair p through the store (storeRefresher.refresh) with
+// exchange, reporting it to the Observer, and reports whether a token was exchanged (false: a
+// pair stored by another process was adopted, or the refresh failed).
+func (a *App) refreshStored(ctx context.Context, p OAuthParams, exchange exchangeFunc) (bool, error) {
+	ex, issued := issuing(exchange)
+	r := &storeRefresher{app: a, memberID: p.MemberID}
+	return a.observedRefresh(ctx, p, func(ctx context.Context) (bool, error) {
+		_, err := r.refresh(ctx, p, ex)
+		return issued(), err
 	})
 }
 

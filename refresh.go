@@ -284,17 +284,23 @@ func (b *B24OAuth) exchange(ctx context.Context, cur OAuthParams) (next OAuthPar
 		next, err = ex(ctx, cur)
 		return next, err == nil, err
 	}
-	// The refresher may keep the function past this call (a re-check scheduled for later, on
-	// another goroutine): the flag it sets must be safe to set then.
-	var issued atomic.Bool
-	next, err = b.refresher.refresh(ctx, cur, func(ctx context.Context, cur OAuthParams) (OAuthParams, error) {
+	ex, issued := issuing(ex)
+	next, err = b.refresher.refresh(ctx, cur, ex)
+	return next, issued(), err
+}
+
+// issuing wraps ex: issued reports whether it has issued a pair. A refresher may keep ex past
+// the refresh it was given to (a re-check scheduled for later, on another goroutine), so the
+// flag is safe to set then.
+func issuing(ex exchangeFunc) (wrapped exchangeFunc, issued func() bool) {
+	var done atomic.Bool
+	return func(ctx context.Context, cur OAuthParams) (OAuthParams, error) {
 		p, err := ex(ctx, cur)
 		if err == nil {
-			issued.Store(true)
+			done.Store(true)
 		}
 		return p, err
-	})
-	return next, issued.Load(), err
+	}, done.Load
 }
 
 // refreshOutcome classifies a refresh for an Observer: exchanged says whether a new pair was
