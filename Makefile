@@ -74,11 +74,12 @@ bench:
 # prints each pair's CPU-per-call and throughput ratios and the medians. Not part of `make test`;
 # it fails on errors only, never on a ratio. TOGETHER=1 runs a pair's clients at the same time
 # (less noise on a busy machine); PROFILE=dir (PROFILE=1: /tmp/b24oauth-processbench) also
-# writes CPU and allocation profiles of one more run of each client.
+# writes CPU and allocation profiles of one more run of each client; PAIR=raw,raw measures
+# the benchmark's own noise (an A/A ratio).
 RUNS ?= 7
 PROFILE_DIR = $(if $(filter 1,$(PROFILE)),/tmp/b24oauth-processbench,$(PROFILE))
 bench-process:
-	$(GO) run ./internal/processbench -runs $(RUNS) $(if $(TOGETHER),-together) $(if $(PROFILE),-profile $(PROFILE_DIR))
+	$(GO) run ./internal/processbench -runs $(RUNS) $(if $(TOGETHER),-together) $(if $(PAIR),-pair $(PAIR)) $(if $(PROFILE),-profile $(PROFILE_DIR))
 
 # Every fuzz target of every module (FuzzLifecycleHandlers in the root so far), FUZZTIME each.
 # go test -fuzz takes one package and one target at a time, so the targets are listed first.

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -34,6 +35,10 @@ type clientConfig struct {
 	conc       int    // calls in flight
 	cpuProfile string
 	memProfile string
+	// sync: the driver runs this client beside another one and starts their measurements
+	// together (see runSynced); in and out are the lines it talks to the driver over.
+	sync bool
+	in   io.Reader
 }
 
 // result is what a client run prints, as one JSON line.
@@ -46,6 +51,9 @@ type result struct {
 	BytesPerCall  float64 `json:"bytes_per_call"`
 	GCs           uint32  `json:"gcs"`
 	Dials         int64   `json:"dials"` // connections opened during the measurement
+	UserNsPerCall float64 `json:"user_ns_per_call"`
+	SysNsPerCall  float64 `json:"sys_ns_per_call"`
+	CtxSwPerCall  float64 `json:"ctxsw_per_call"` // voluntary context switches: the process blocked (epoll, futex)
 	GOMAXPROCS    int     `json:"gomaxprocs"`
 }
 
@@ -90,6 +98,18 @@ func runClient(cfg clientConfig, out io.Writer) error {
 	if err := runCalls(ctx, call, cfg.warmup, cfg.conc); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
+	var lines *bufio.Scanner
+	if cfg.sync {
+		// Tell the driver the warm-up is done, and start measuring when it says so: both
+		// clients of a pair then start at the same moment.
+		lines = bufio.NewScanner(cfg.in)
+		if _, err := fmt.Fprintln(out, "ready"); err != nil {
+			return err
+		}
+		if !lines.Scan() || lines.Text() != "go" {
+			return fmt.Errorf("sync: want \"go\" from the driver, got %q (%v)", lines.Text(), lines.Err())
+		}
+	}
 	if cfg.memProfile != "" {
 		runtime.MemProfileRate = 1 // every allocation: exact counts per site (and slower calls)
 	}
@@ -106,11 +126,12 @@ func runClient(cfg clientConfig, out io.Writer) error {
 	runtime.GC() // every run starts its measurement from the same heap
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	cpu0, start, dials0 := cpuTime(), time.Now(), dials.Load()
+	ru0, start, dials0 := rusage(), time.Now(), dials.Load()
 
 	err = runCalls(ctx, call, cfg.n, cfg.conc)
 
-	cpu, elapsed, dialed := cpuTime()-cpu0, time.Since(start), dials.Load()-dials0
+	ru, elapsed, dialed := rusage().minus(ru0), time.Since(start), dials.Load()-dials0
+	cpu := ru.user + ru.sys
 	runtime.ReadMemStats(&after)
 	if cfg.cpuProfile != "" {
 		pprof.StopCPUProfile()
@@ -124,7 +145,7 @@ func runClient(cfg clientConfig, out io.Writer) error {
 		}
 	}
 	n := float64(cfg.n)
-	return json.NewEncoder(out).Encode(result{
+	res := result{
 		Kind:          cfg.kind,
 		Calls:         cfg.n,
 		CPUNsPerCall:  float64(cpu.Nanoseconds()) / n,
@@ -133,8 +154,49 @@ func runClient(cfg clientConfig, out io.Writer) error {
 		BytesPerCall:  float64(after.TotalAlloc-before.TotalAlloc) / n,
 		GCs:           after.NumGC - before.NumGC,
 		Dials:         dialed,
+		UserNsPerCall: float64(ru.user.Nanoseconds()) / n,
+		SysNsPerCall:  float64(ru.sys.Nanoseconds()) / n,
+		CtxSwPerCall:  float64(ru.ctxsw) / n,
 		GOMAXPROCS:    runtime.GOMAXPROCS(0),
-	})
+	}
+	if err := json.NewEncoder(out).Encode(res); err != nil || !cfg.sync {
+		return err
+	}
+	// The other client may still be measuring: keep the load it shares the core with the same
+	// until the driver says both are done, so that neither runs the end of its measurement on a
+	// core of its own (calls are cheaper there: no other process evicts their caches).
+	done := make(chan struct{})
+	go func() {
+		for lines.Scan() && lines.Text() != "stop" {
+		}
+		close(done)
+	}()
+	return runUntil(ctx, call, cfg.conc, done)
+}
+
+// runUntil makes calls, conc at a time, until done is closed, and returns the first error.
+func runUntil(ctx context.Context, call caller, conc int, done <-chan struct{}) error {
+	var wg sync.WaitGroup
+	errs := make([]error, conc)
+	for i := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if _, err := call(ctx); err != nil {
+					errs[i] = err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func writeHeapProfile(path string) error {
@@ -302,11 +364,20 @@ func sdkCaller(hc *http.Client, addr string) (caller, error) {
 	}, nil
 }
 
-// cpuTime is the CPU time (user and system) the process has used so far.
-func cpuTime() time.Duration {
+// usage is what getrusage says the process has used so far.
+type usage struct {
+	user, sys time.Duration
+	ctxsw     int64 // voluntary context switches
+}
+
+func (u usage) minus(v usage) usage {
+	return usage{user: u.user - v.user, sys: u.sys - v.sys, ctxsw: u.ctxsw - v.ctxsw}
+}
+
+func rusage() usage {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
+		return usage{}
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return usage{user: time.Duration(ru.Utime.Nano()), sys: time.Duration(ru.Stime.Nano()), ctxsw: int64(ru.Nvcsw)}
 }

@@ -17,7 +17,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 )
 
 // driverConfig is what the driver runs.
@@ -25,6 +24,7 @@ type driverConfig struct {
 	runs, n, warmup, conc int
 	together              bool
 	profileDir            string
+	pair                  [2]string // the clients of a pair: raw and sdk, or twice the same for an A/A run
 }
 
 // pinning says how processes are kept on their cores: taskset with the server on serverCPU and
@@ -105,31 +105,42 @@ func drive(cfg driverConfig) error {
 		return append([]string{"-mode", "client", "-client", kind, "-addr", addr, "-ca", certFile,
 			"-n", strconv.Itoa(cfg.n), "-warmup", strconv.Itoa(cfg.warmup), "-c", strconv.Itoa(cfg.conc)}, extra...)
 	}
-	const row = "%6s %12s %12s %9s %11s %11s %10s %10s %10s %7s %7s\n"
-	fmt.Printf(row, "pair", "raw cpu/call", "sdk cpu/call", "cpu ratio", "raw calls/s", "sdk calls/s", "tput ratio",
-		"raw allocs", "sdk allocs", "raw GCs", "sdk GCs")
+	// usr/sys splits a client's CPU per call into user and kernel time; csw is its voluntary
+	// context switches per call (how often the process slept waiting for the network).
+	const row = "%6s %12s %12s %9s %11s %11s %10s %10s %10s %7s %7s %13s %13s %7s %7s\n"
+	a, b := cfg.pair[0], cfg.pair[1]
+	if a == b {
+		a, b = a+"1", b+"2"
+	}
+	fmt.Printf(row, "pair", a+" cpu/call", b+" cpu/call", "cpu ratio", a+" calls/s", b+" calls/s", "tput ratio",
+		a+" allocs", b+" allocs", a+" GCs", b+" GCs", a+" usr/sys", b+" usr/sys", a+" csw", b+" csw")
 	line := func(name string, raw, sdk result, cpuRatio, tputRatio float64) {
 		fmt.Printf(row, name, micros(raw.CPUNsPerCall), micros(sdk.CPUNsPerCall), ratio(cpuRatio),
 			fmt.Sprintf("%.0f", raw.CallsPerSec), fmt.Sprintf("%.0f", sdk.CallsPerSec), ratio(tputRatio),
 			fmt.Sprintf("%.1f", raw.AllocsPerCall), fmt.Sprintf("%.1f", sdk.AllocsPerCall),
-			strconv.Itoa(int(raw.GCs)), strconv.Itoa(int(sdk.GCs)))
+			strconv.Itoa(int(raw.GCs)), strconv.Itoa(int(sdk.GCs)),
+			userSys(raw), userSys(sdk), fmt.Sprintf("%.2f", raw.CtxSwPerCall), fmt.Sprintf("%.2f", sdk.CtxSwPerCall))
 	}
 	var raws, sdks []result
 	var cpuRatios, tputRatios []float64
 	var dials int64
 	for i := range cfg.runs {
-		order := []string{"raw", "sdk"}
+		// The pair's first client goes first in odd pairs, second in even ones.
+		first, second := 0, 1
 		if i%2 == 1 {
-			order = []string{"sdk", "raw"}
+			first, second = 1, 0
 		}
-		got, err := runPair(pin, self, [2][]string{clientArgs(order[0]), clientArgs(order[1])}, cfg.together)
+		var extra []string
+		if cfg.together {
+			extra = []string{"-sync"}
+		}
+		var args [2][]string
+		args[first], args[second] = clientArgs(cfg.pair[0], extra...), clientArgs(cfg.pair[1], extra...)
+		got, err := runPair(pin, self, args, cfg.together)
 		if err != nil {
 			return fmt.Errorf("pair %d: %w", i+1, err)
 		}
-		raw, sdk := got[0], got[1]
-		if order[0] == "sdk" {
-			raw, sdk = sdk, raw
-		}
+		raw, sdk := got[first], got[second]
 		dials += raw.Dials + sdk.Dials
 		raws, sdks = append(raws, raw), append(sdks, sdk)
 		cpuRatio, tputRatio := sdk.CPUNsPerCall/raw.CPUNsPerCall, sdk.CallsPerSec/raw.CallsPerSec
@@ -140,9 +151,9 @@ func drive(cfg driverConfig) error {
 	mraw, msdk := medianResult(raws), medianResult(sdks)
 	line("median", mraw, msdk, median(cpuRatios), median(tputRatios))
 	lo, hi := medianInterval(cpuRatios)
-	fmt.Printf("sdk/raw CPU per call: median of the pairs' ratios %.3fx (95%% bootstrap interval %.3fx to %.3fx; pairs %.3fx to %.3fx); throughput ratio %.3fx\n",
-		median(cpuRatios), lo, hi, slices.Min(cpuRatios), slices.Max(cpuRatios), median(tputRatios))
-	fmt.Printf("bytes allocated per call: raw %.0f, sdk %.0f\n", mraw.BytesPerCall, msdk.BytesPerCall)
+	fmt.Printf("%s/%s CPU per call: median of the pairs' ratios %.3fx (95%% bootstrap interval %.3fx to %.3fx; pairs %.3fx to %.3fx); throughput ratio %.3fx\n",
+		b, a, median(cpuRatios), lo, hi, slices.Min(cpuRatios), slices.Max(cpuRatios), median(tputRatios))
+	fmt.Printf("bytes allocated per call: %s %.0f, %s %.0f\n", a, mraw.BytesPerCall, b, msdk.BytesPerCall)
 	if dials > 0 {
 		fmt.Printf("note: %d connection(s) opened during the measurements, each a TLS handshake in the figures\n", dials)
 	}
@@ -154,7 +165,9 @@ func drive(cfg driverConfig) error {
 }
 
 // runPair runs the two client processes args describe, one after the other or together, and
-// returns their results in the same order.
+// returns their results in the same order. Together, the clients start their measurements at
+// the same moment and both keep calling until both are done (see the client's -sync), so each
+// measures its calls with the other on the core all the way through.
 func runPair(pin pinning, self string, args [2][]string, together bool) ([2]result, error) {
 	var got [2]result
 	if !together {
@@ -167,17 +180,101 @@ func runPair(pin pinning, self string, args [2][]string, together bool) ([2]resu
 		}
 		return got, nil
 	}
-	var errs [2]error
-	var wg sync.WaitGroup
+	var clients [2]*syncedClient
+	defer func() {
+		for _, c := range clients {
+			if c != nil {
+				c.kill()
+			}
+		}
+	}()
 	for i := range args {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			got[i], errs[i] = runProcess(pin, self, args[i])
-		}()
+		c, err := startSynced(pin, self, args[i])
+		if err != nil {
+			return got, err
+		}
+		clients[i] = c
 	}
-	wg.Wait()
+	for _, c := range clients {
+		if err := c.expect("ready"); err != nil {
+			return got, err
+		}
+	}
+	for _, c := range clients {
+		if _, err := io.WriteString(c.stdin, "go\n"); err != nil {
+			return got, err
+		}
+	}
+	for i, c := range clients {
+		r, err := c.result()
+		if err != nil {
+			return got, err
+		}
+		got[i] = r
+	}
+	var errs [2]error
+	for i, c := range clients {
+		errs[i] = c.stop()
+		clients[i] = nil
+	}
 	return got, errors.Join(errs[0], errs[1])
+}
+
+// syncedClient is a client process run with -sync, and the pipes the driver talks to it over.
+type syncedClient struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	lines *bufio.Scanner
+}
+
+func startSynced(pin pinning, self string, args []string) (*syncedClient, error) {
+	cmd := pin.command(self, args...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return &syncedClient{cmd: cmd, stdin: stdin, lines: bufio.NewScanner(stdout)}, nil
+}
+
+// expect reads the client's next line, which must be want.
+func (c *syncedClient) expect(want string) error {
+	if !c.lines.Scan() || c.lines.Text() != want {
+		return fmt.Errorf("client %v: want %q, got %q (%v)", c.cmd.Args, want, c.lines.Text(), c.lines.Err())
+	}
+	return nil
+}
+
+// result reads the line of figures the client prints when its measurement ends.
+func (c *syncedClient) result() (result, error) {
+	if !c.lines.Scan() {
+		return result{}, fmt.Errorf("client %v: no result (%v)", c.cmd.Args, c.lines.Err())
+	}
+	var r result
+	if err := json.Unmarshal(c.lines.Bytes(), &r); err != nil {
+		return result{}, fmt.Errorf("decoding %q: %w", c.lines.Text(), err)
+	}
+	return r, nil
+}
+
+// stop tells the client to stop calling and waits for it to exit.
+func (c *syncedClient) stop() error {
+	_, err := io.WriteString(c.stdin, "stop\n")
+	c.stdin.Close()
+	return errors.Join(err, c.cmd.Wait())
+}
+
+// kill ends a client the driver gave up on.
+func (c *syncedClient) kill() {
+	c.stdin.Close()
+	_ = c.cmd.Process.Kill()
+	_ = c.cmd.Wait()
 }
 
 // medianInterval is a 95% bootstrap interval of the median of v: how far the median of pairs
@@ -277,6 +374,9 @@ func medianResult(rs []result) result {
 		AllocsPerCall: col(func(r result) float64 { return r.AllocsPerCall }),
 		BytesPerCall:  col(func(r result) float64 { return r.BytesPerCall }),
 		GCs:           uint32(col(func(r result) float64 { return float64(r.GCs) })),
+		UserNsPerCall: col(func(r result) float64 { return r.UserNsPerCall }),
+		SysNsPerCall:  col(func(r result) float64 { return r.SysNsPerCall }),
+		CtxSwPerCall:  col(func(r result) float64 { return r.CtxSwPerCall }),
 	}
 }
 
@@ -290,5 +390,9 @@ func median(v []float64) float64 {
 }
 
 func micros(ns float64) string { return fmt.Sprintf("%.1fµs", ns/1e3) }
+
+func userSys(r result) string {
+	return fmt.Sprintf("%.1f/%.1f", r.UserNsPerCall/1e3, r.SysNsPerCall/1e3)
+}
 
 func ratio(r float64) string { return fmt.Sprintf("%.3fx", r) }

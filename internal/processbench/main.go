@@ -11,6 +11,7 @@
 //	go run ./internal/processbench                  # 7 pairs of 20,000 calls, 64 in flight
 //	go run ./internal/processbench -runs 11 -n 50000
 //	go run ./internal/processbench -together        # a pair's clients side by side: less noise
+//	go run ./internal/processbench -together -pair raw,raw   # the benchmark's own noise (A/A)
 //	go run ./internal/processbench -profile /tmp/pb # also writes CPU and allocation profiles
 //
 // The server (-mode server) answers POST /rest/<method> over HTTPS on loopback with a
@@ -25,6 +26,11 @@
 // POSTs it, reads the reply (bounded) and decodes it into a struct with result as
 // json.RawMessage; the sdk client calls b24oauth.Call with the same params. Both then decode
 // the result into the same struct, as a caller would.
+//
+// With -sync (how -together runs them) a client prints "ready" after its warm-up, starts
+// measuring when the driver writes "go" to its stdin, prints its result, and then keeps making
+// calls until "stop": both clients of a pair measure the same window under the same load, and
+// neither finishes its window with the core to itself.
 //
 // Each client is a fresh process pinned to one core (taskset -c, when there are two cores and
 // taskset is there; GOMAXPROCS=1 always), the server to another. The two clients share one
@@ -41,6 +47,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 )
 
 func main() {
@@ -58,18 +65,26 @@ func main() {
 		key    = flag.String("key", "", "server: its private key (PEM)")
 		cpuOut = flag.String("cpuprofile", "", "client: write a CPU profile of the measured calls to this file")
 		memOut = flag.String("memprofile", "", "client: write an allocation profile (every allocation sampled) of the measured calls to this file")
+		synced = flag.Bool("sync", false, "client: print \"ready\" after the warm-up, start measuring on \"go\" from stdin, then keep calling until \"stop\" (how the driver runs -together)")
+		pair   = flag.String("pair", "raw,sdk", "driver: the two clients of a pair; raw,raw or sdk,sdk measure the benchmark's own noise")
 	)
 	flag.Parse()
 	var err error
 	switch *mode {
 	case "driver":
-		err = drive(driverConfig{runs: *runs, n: *n, warmup: *warmup, conc: *conc, together: *tog, profileDir: *prof})
+		kinds := strings.Split(*pair, ",")
+		if len(kinds) != 2 {
+			err = fmt.Errorf("-pair %q: want two clients, such as raw,sdk", *pair)
+			break
+		}
+		err = drive(driverConfig{runs: *runs, n: *n, warmup: *warmup, conc: *conc, together: *tog, profileDir: *prof,
+			pair: [2]string{kinds[0], kinds[1]}})
 	case "server":
 		err = serve(*caFile, *key)
 	case "client":
 		err = runClient(clientConfig{
 			kind: *client, addr: *addr, caFile: *caFile, n: *n, warmup: *warmup, conc: *conc,
-			cpuProfile: *cpuOut, memProfile: *memOut,
+			cpuProfile: *cpuOut, memProfile: *memOut, sync: *synced, in: os.Stdin,
 		}, os.Stdout)
 	default:
 		err = fmt.Errorf("unknown -mode %q (want driver, server or client)", *mode)
