@@ -158,7 +158,7 @@ func (b *B24OAuth) sendAttempts(ctx context.Context, ver APIVersion, method stri
 		if err != nil {
 			return nil, err
 		}
-		resp, apiErr, wrote, err := b.post(ctx, ver, p, method, payload, key)
+		resp, apiErr, wrote, err := b.post(ctx, ver, p, method, payload, key, !readOnly && key == "")
 		if co != nil && apiErr != nil {
 			co.status = apiErr.Status
 		}
@@ -232,17 +232,27 @@ func (b *B24OAuth) sendAttempts(ctx context.Context, ver APIVersion, method stri
 // post sends one request. It returns the decoded reply or its error, whether the request was
 // written to the wire (so its fate is unknown on a transport error), and a transport error.
 // A non-empty idemKey is sent as the Idempotency-Key header.
-func (b *B24OAuth) post(ctx context.Context, ver APIVersion, p *OAuthParams, method string, payload []byte, idemKey string) (*Response, *APIError, bool, error) {
+//
+// Only with traceWrite does post learn for sure whether a failed request was written (from an
+// httptrace hook: a RoundTripper may fail after writing, e.g. one that retries on another
+// connection); without it, a transport error counts as written unless it is a dial error.
+// sendAttempts asks for it only where the answer decides something: a write without an
+// Idempotency-Key, which is re-sent only when it never left. A read, or a write under a key,
+// is re-sent either way, and skips the trace's three allocations and the transport's hooks.
+func (b *B24OAuth) post(ctx context.Context, ver APIVersion, p *OAuthParams, method string, payload []byte, idemKey string, traceWrite bool) (*Response, *APIError, bool, error) {
 	var u string
 	if ver == APIVersionV3 {
 		u = strings.TrimSuffix(p.ClientEndpoint, "/rest/") + "/rest/api/" + method
 	} else {
 		u = p.ClientEndpoint + method
 	}
-	// The transport reports from its own goroutine whether the request reached the wire.
-	var wrote atomic.Bool
-	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Store(true) }}
-	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodPost, u, bytes.NewReader(withAuth(payload, p.AccessToken)))
+	var wrote *wroteTrace
+	if traceWrite {
+		wrote = new(wroteTrace)
+		wrote.trace.WroteRequest = wrote.wroteRequest // before WithClientTrace composes it with the context's own
+		ctx = httptrace.WithClientTrace(ctx, &wrote.trace)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(withAuth(payload, p.AccessToken)))
 	if err != nil {
 		return nil, nil, false, err
 	}
@@ -253,7 +263,7 @@ func (b *B24OAuth) post(ctx context.Context, ver APIVersion, p *OAuthParams, met
 	}
 	resp, err := b.sender().Do(req)
 	if err != nil {
-		return nil, nil, wrote.Load() || !isDialError(err), err
+		return nil, nil, wrote.written() || !isDialError(err), err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
@@ -282,6 +292,18 @@ func (b *B24OAuth) post(ctx context.Context, ver APIVersion, p *OAuthParams, met
 	}
 	return r, nil, true, nil
 }
+
+// wroteTrace learns from the transport, on its own goroutine, whether a request reached the
+// wire: one allocation for the trace and its flag.
+type wroteTrace struct {
+	trace httptrace.ClientTrace
+	wrote atomic.Bool
+}
+
+func (w *wroteTrace) wroteRequest(httptrace.WroteRequestInfo) { w.wrote.Store(true) }
+
+// written reports whether the request was written; false for a nil w (not traced).
+func (w *wroteTrace) written() bool { return w != nil && w.wrote.Load() }
 
 // isDialError reports a failure to connect at all (DNS, dial, certificate), which leaves
 // nothing sent.

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -408,6 +409,87 @@ func TestUnknownOutcomeNotResent(t *testing.T) {
 	}
 	if got := hits.Load(); got != 1+int32(rp.MaxRetries) {
 		t.Errorf("a read was sent %d times, want 1 + MaxRetries", got)
+	}
+}
+
+// redialingTransport sends each request through next and then fails it with a dial error, as a
+// RoundTripper that retries on a new connection after the first one broke would: the request
+// reached the portal, yet the error alone says it never left.
+type redialingTransport struct{ next http.RoundTripper }
+
+func (rt redialingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := rt.next.RoundTrip(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+	return nil, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused on the retry")}
+}
+
+// A dial error after the request was written does not make a write look unsent: the client
+// learns from the transport that the request reached the wire, and does not re-send the write.
+// A read is re-sent, as after any transport error.
+func TestWrittenWriteNotResentAfterADialError(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"result":true}`)
+	}))
+	t.Cleanup(srv.Close)
+	p := testParams()
+	p.Domain, p.ClientEndpoint = strings.TrimPrefix(srv.URL, "https://"), srv.URL+"/rest/"
+	rp := b24oauth.DefaultRestrictionParams()
+	rp.RetryDelay = time.Millisecond
+	hc := &http.Client{Transport: redialingTransport{next: srv.Client().Transport}}
+	c, err := b24oauth.New(p, testSecretPair, b24oauth.WithHTTPClient(hc), b24oauth.WithRestrictionParams(rp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Call(context.Background(), "crm.deal.add", map[string]any{"fields": map[string]any{"TITLE": "x"}})
+	if err == nil || !strings.Contains(err.Error(), "may have been executed") {
+		t.Errorf("err = %v, want the write reported as possibly executed", err)
+	}
+	if got := hits.Load(); got != 1 {
+		t.Errorf("the write reached the server %d times, want 1", got)
+	}
+	hits.Store(0)
+	if _, err := c.Call(context.Background(), "crm.deal.get", map[string]any{"id": 1}); err == nil {
+		t.Fatal("a read succeeded through a transport that always fails")
+	}
+	if got := hits.Load(); got != 1+int32(rp.MaxRetries) {
+		t.Errorf("the read was sent %d times, want 1 + MaxRetries(%d)", got, rp.MaxRetries)
+	}
+}
+
+// A caller's own httptrace.ClientTrace on the context sees every request, reads and writes
+// alike: the client's own hook (it traces writes) is added to the caller's, never in its place.
+func TestCallersClientTraceSeesEveryRequest(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"result":true}`)
+	}))
+	t.Cleanup(srv.Close)
+	p := testParams()
+	p.Domain, p.ClientEndpoint = strings.TrimPrefix(srv.URL, "https://"), srv.URL+"/rest/"
+	c, err := b24oauth.New(p, testSecretPair, b24oauth.WithHTTPClient(srv.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wrote, gotConn atomic.Int32
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		GotConn:      func(httptrace.GotConnInfo) { gotConn.Add(1) },
+		WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Add(1) },
+	})
+	for _, method := range []string{"crm.deal.get", "crm.deal.add", "crm.deal.list", "crm.deal.update"} {
+		if _, err := c.Call(ctx, method, nil); err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		if _, err := c.CallV3(ctx, method, nil); err != nil {
+			t.Fatalf("v3 %s: %v", method, err)
+		}
+	}
+	if wrote.Load() != 8 || gotConn.Load() != 8 {
+		t.Errorf("the caller's trace saw %d requests written and %d connections, want 8 of each", wrote.Load(), gotConn.Load())
 	}
 }
 
