@@ -808,7 +808,7 @@ func (a *App) scheduleRecheck(memberID string, mark time.Time, exchange exchange
 		if err != nil || inst.State == StateRevoked || !inst.RefreshingSince.Equal(mark) {
 			return // gone, revoked, or the other process finished its refresh
 		}
-		if _, err := a.refreshStored(ctx, inst.OAuthParams, exchange); err == nil {
+		if _, err := a.refreshStored(ctx, inst.OAuthParams, exchange, TriggerRecheck); err == nil {
 			a.forget(memberID)
 		}
 	})

@@ -34,7 +34,7 @@ func (m *AuthManager) RefreshAuth(ctx context.Context) (AuthData, error) {
 	if err := m.b.failFastErr(); err != nil {
 		return AuthData{}, err
 	}
-	p, warn, err := m.b.refreshAfter(ctx, m.b.params().AccessToken)
+	p, warn, err := m.b.refreshAfter(ctx, m.b.params().AccessToken, TriggerRequested)
 	if err != nil {
 		return AuthData{}, err
 	}
@@ -106,7 +106,7 @@ func (ts tokenSource) Token() (*oauth2.Token, error) {
 	p := ts.b.params()
 	if ts.b.expiring(p, ts.b.expiryMargin) {
 		var err error
-		if p, _, err = ts.b.refreshAfter(ts.ctx, p.AccessToken); err != nil {
+		if p, _, err = ts.b.refreshAfter(ts.ctx, p.AccessToken, TriggerExpiring); err != nil {
 			return nil, err
 		}
 	}

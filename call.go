@@ -142,17 +142,18 @@ func (b *B24OAuth) sendAttempts(ctx context.Context, ver APIVersion, method stri
 		p := b.params()
 		if b.expiring(p, b.expiryMargin) {
 			var err error
-			if p, _, err = b.refreshAfter(ctx, p.AccessToken); err != nil {
+			if p, _, err = b.refreshAfter(ctx, p.AccessToken, TriggerExpiring); err != nil {
 				return nil, err
 			}
 		}
-		var waitStart time.Time
-		if co != nil {
-			waitStart = time.Now()
-		}
-		err := b.limiter.wait(ctx, method, cost)
-		if co != nil {
-			co.o.LimiterWait(ctx, co.info, LimiterWaitInfo{Wait: time.Since(waitStart), Err: err})
+		var err error
+		if co == nil {
+			err = b.limiter.wait(ctx, method, cost)
+		} else {
+			var rep waitReport
+			waitStart := time.Now()
+			err = b.limiter.waitReporting(ctx, method, cost, &rep)
+			co.o.LimiterWait(ctx, co.info, LimiterWaitInfo{Wait: time.Since(waitStart), Limit: rep.limit, Fallback: rep.fallback, Err: err})
 			co.waitErr = err
 		}
 		if err != nil {
@@ -194,7 +195,7 @@ func (b *B24OAuth) sendAttempts(ctx context.Context, ver APIVersion, method stri
 			return resp, nil
 		case apiErr.Status == http.StatusUnauthorized && (apiErr.Code == "expired_token" || apiErr.Code == "invalid_token") && !refreshed:
 			refreshed = true
-			if _, _, err := b.refreshAfter(ctx, p.AccessToken); err != nil {
+			if _, _, err := b.refreshAfter(ctx, p.AccessToken, TriggerRejected); err != nil {
 				return nil, err
 			}
 			co.retry(ctx, RetryExpiredToken, 0)

@@ -162,16 +162,16 @@ func (a *App) refreshThroughStore(ctx context.Context, inst Installation) (bool,
 	defer cancel()
 	// A pair exchanged but not stored comes back as a *persistError, counted as failed: the App
 	// keeps it for the portal (unsaved) and writes it at the next chance.
-	return a.refreshStored(ctx, inst.OAuthParams, c.exchangeHTTP)
+	return a.refreshStored(ctx, inst.OAuthParams, c.exchangeHTTP, TriggerKeepAlive)
 }
 
 // refreshStored refreshes the stored pair p through the store (storeRefresher.refresh) with
 // exchange, reporting it to the Observer, and reports whether a token was exchanged (false: a
 // pair stored by another process was adopted, or the refresh failed).
-func (a *App) refreshStored(ctx context.Context, p OAuthParams, exchange exchangeFunc) (bool, error) {
+func (a *App) refreshStored(ctx context.Context, p OAuthParams, exchange exchangeFunc, trigger string) (bool, error) {
 	ex, issued := issuing(exchange)
 	r := &storeRefresher{app: a, memberID: p.MemberID}
-	return a.observedRefresh(ctx, p, func(ctx context.Context) (bool, error) {
+	return a.observedRefresh(ctx, p, trigger, func(ctx context.Context) (bool, error) {
 		_, err := r.refresh(ctx, p, ex)
 		return issued(), err
 	})
@@ -179,12 +179,12 @@ func (a *App) refreshStored(ctx context.Context, p OAuthParams, exchange exchang
 
 // observedRefresh runs a refresh the App makes without a client (KeepAlive, a re-check),
 // reporting it to the Observer; run reports whether it exchanged a token.
-func (a *App) observedRefresh(ctx context.Context, p OAuthParams, run func(context.Context) (bool, error)) (bool, error) {
+func (a *App) observedRefresh(ctx context.Context, p OAuthParams, trigger string, run func(context.Context) (bool, error)) (bool, error) {
 	o := a.cfg.Observer
 	if o == nil {
 		return run(ctx)
 	}
-	ri := RefreshInfo{MemberID: p.MemberID, Domain: p.Domain}
+	ri := RefreshInfo{MemberID: p.MemberID, Domain: p.Domain, Trigger: trigger}
 	start := time.Now()
 	ctx = o.RefreshStart(ctx, ri)
 	ended := false

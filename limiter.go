@@ -306,6 +306,26 @@ func (l *limiter) setParams(p RestrictionParams) {
 // deadline would pass before the request may be sent, wait returns an error wrapping ctx's error
 // (context.DeadlineExceeded for a deadline) and takes nothing.
 func (l *limiter) wait(ctx context.Context, method string, n int) error {
+	return l.waitReporting(ctx, method, n, nil)
+}
+
+// waitReport is what a wait tells an Observer: which limit held the request longest, and
+// whether the in-process bucket stood in for a shared limiter that failed.
+type waitReport struct {
+	limit    string // LimitOperating, LimitBucket, LimitShared; "" when nothing held the request
+	held     time.Duration
+	fallback bool
+}
+
+// heldBy records that limit held the request for d, if no other limit held it longer.
+func (r *waitReport) heldBy(limit string, d time.Duration) {
+	if r != nil && d > 0 && d > r.held {
+		r.limit, r.held = limit, d
+	}
+}
+
+// waitReporting is wait, filling rep (when not nil) as it goes.
+func (l *limiter) waitReporting(ctx context.Context, method string, n int, rep *waitReport) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -346,6 +366,7 @@ func (l *limiter) wait(ctx context.Context, method string, n int) error {
 		if d <= 0 {
 			break
 		}
+		rep.heldBy(LimitOperating, d)
 		if err := l.sleepUntil(ctx, method, now, d); err != nil {
 			l.releaseSlot(paced, slot, interval)
 			return err
@@ -364,11 +385,15 @@ func (l *limiter) wait(ctx context.Context, method string, n int) error {
 			return fmt.Errorf("b24oauth: waiting for the portal's limits for %s: %w", method, err)
 		}
 		if ok {
+			rep.heldBy(LimitShared, d)
 			if err := l.sleepUntil(ctx, method, l.now(), d); err != nil {
 				l.releaseSlot(paced, slot, interval)
 				return err
 			}
 			return nil
+		}
+		if rep != nil {
+			rep.fallback = true
 		}
 	}
 	now := l.now()
@@ -380,7 +405,9 @@ func (l *limiter) wait(ctx context.Context, method string, n int) error {
 		l.releaseSlot(paced, slot, interval)
 		return fmt.Errorf("b24oauth: rate limiter refused a request for %s", method)
 	}
-	if err := l.sleepUntil(ctx, method, now, r.DelayFrom(now)); err != nil {
+	delay := r.DelayFrom(now)
+	rep.heldBy(LimitBucket, delay)
+	if err := l.sleepUntil(ctx, method, now, delay); err != nil {
 		r.CancelAt(l.now())
 		l.releaseSlot(paced, slot, interval)
 		return err

@@ -139,14 +139,38 @@ const (
 // LimiterWaitInfo is one wait for the portal's limits before a request.
 type LimiterWaitInfo struct {
 	Wait time.Duration // how long the request was held
-	Err  error         // why the wait ended without the request being allowed (a deadline, a cancellation)
+	// Limit is the limit that held the request longest: LimitBucket, LimitShared or
+	// LimitOperating; "" when none held it (Wait is then the limiter's own cost). For a wait
+	// that failed, the limit it was waiting for.
+	Limit string
+	// Fallback reports that the shared RateLimiter (AppConfig.RateLimiter) failed or is
+	// resting after a failure, and the in-process bucket paced the request in its place.
+	Fallback bool
+	Err      error // why the wait ended without the request being allowed (a deadline, a cancellation)
 }
+
+// The limits that hold a request back (LimiterWaitInfo.Limit).
+const (
+	LimitBucket    = "bucket"    // the portal's request bucket, kept in this process
+	LimitShared    = "shared"    // the portal's request bucket, kept by AppConfig.RateLimiter across replicas
+	LimitOperating = "operating" // the method's operating-time budget: paced, or blocked after OPERATION_TIME_LIMIT
+)
 
 // RefreshInfo describes a token refresh.
 type RefreshInfo struct {
 	MemberID string // the portal's member_id
 	Domain   string // the portal's domain
+	Trigger  string // why the refresh runs: one of the Trigger constants
 }
+
+// Why a refresh runs (RefreshInfo.Trigger).
+const (
+	TriggerExpiring  = "expiring"  // the access token expires within the client's margin (before a call, or in TokenSource)
+	TriggerRejected  = "rejected"  // the portal refused the access token (401 expired_token or invalid_token)
+	TriggerRequested = "requested" // the caller asked for it: AuthManager.RefreshAuth
+	TriggerKeepAlive = "keepalive" // App.KeepAlive, for a portal idle long enough to risk its refresh token
+	TriggerRecheck   = "recheck"   // the App re-checks a portal whose refresh another process marked and did not finish
+)
 
 // RefreshResult is how a refresh ended.
 type RefreshResult struct {

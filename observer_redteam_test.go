@@ -428,6 +428,8 @@ func TestObserverRedTeamKeepAliveRecheck(t *testing.T) {
 	refreshes := obs.of("refresh", obs.take())
 	if len(refreshes) != 2 || refreshes[0].refRes.Outcome != b24oauth.RefreshError || refreshes[1].refRes.Outcome != b24oauth.RefreshRevoked {
 		t.Errorf("KeepAlive's refresh and the re-check: %+v; want error then revoked", refreshes)
+	} else if refreshes[0].ref.Trigger != b24oauth.TriggerKeepAlive || refreshes[1].ref.Trigger != b24oauth.TriggerRecheck {
+		t.Errorf("triggers %q and %q, want keepalive and recheck", refreshes[0].ref.Trigger, refreshes[1].ref.Trigger)
 	}
 	obs.check(t, secrets...)
 }

@@ -196,7 +196,7 @@ func TestObserverReportsCalls(t *testing.T) {
 		got.result.Retries != 0 || got.result.Err != nil || got.result.Duration <= 0 {
 		t.Errorf("profile: %+v %+v", got.call, got.result)
 	}
-	if waits[0].parent != got.parent || waits[0].wait.Err != nil || waits[0].call != wantInfo {
+	if waits[0].parent != got.parent || waits[0].wait.Err != nil || waits[0].call != wantInfo || waits[0].wait.Limit != "" || waits[0].wait.Fallback {
 		t.Errorf("limiter wait: %+v (call context %q)", waits[0], got.parent)
 	}
 
@@ -236,7 +236,7 @@ func TestObserverReportsCalls(t *testing.T) {
 	}
 	callCtx := calls[0].parent
 	if r := refreshes[0]; r.refRes.Outcome != b24oauth.RefreshOK || r.refRes.Err != nil || r.ref.MemberID != p.MemberID() ||
-		r.ref.Domain != p.Domain() || !strings.HasPrefix(r.parent, "refresh") {
+		r.ref.Domain != p.Domain() || r.ref.Trigger != b24oauth.TriggerRejected || !strings.HasPrefix(r.parent, "refresh") {
 		t.Errorf("refresh: %+v", r)
 	}
 	if starts := obs.of("refresh-start", recs); len(starts) != 1 || starts[0].parent != callCtx {
@@ -407,10 +407,11 @@ func TestObserverReportsTheApp(t *testing.T) {
 	mustCallProfile(t, c)
 	mustCallProfile(t, c2)
 	secrets = append(secrets, tokensOf(env.fake, p)...)
-	if r := obs.of("refresh", obs.take()); len(r) != 1 || r[0].refRes.Outcome != b24oauth.RefreshOK {
+	if r := obs.of("refresh", obs.take()); len(r) != 1 || r[0].refRes.Outcome != b24oauth.RefreshOK || r[0].ref.Trigger != b24oauth.TriggerRejected {
 		t.Errorf("replica 1's refresh: %+v", r)
 	}
-	if r := obs2.of("refresh", obs2.take()); len(r) != 1 || r[0].refRes.Outcome != b24oauth.RefreshAdopted || r[0].refRes.Err != nil {
+	if r := obs2.of("refresh", obs2.take()); len(r) != 1 || r[0].refRes.Outcome != b24oauth.RefreshAdopted || r[0].refRes.Err != nil ||
+		r[0].ref.Trigger != b24oauth.TriggerRejected {
 		t.Errorf("replica 2's refresh: %+v", r)
 	}
 
@@ -421,7 +422,8 @@ func TestObserverReportsTheApp(t *testing.T) {
 	}
 	secrets = append(secrets, tokensOf(env.fake, p)...)
 	recs = obs.take()
-	if r := obs.of("refresh", recs); len(r) != 1 || r[0].refRes.Outcome != b24oauth.RefreshOK || r[0].ref.MemberID != p.MemberID() {
+	if r := obs.of("refresh", recs); len(r) != 1 || r[0].refRes.Outcome != b24oauth.RefreshOK || r[0].ref.MemberID != p.MemberID() ||
+		r[0].ref.Trigger != b24oauth.TriggerKeepAlive {
 		t.Errorf("KeepAlive's refresh: %+v", r)
 	}
 	var listed bool

@@ -161,7 +161,10 @@ type refreshCall struct {
 // refreshAfter returns a pair newer than the one whose access token is stale, refreshing it if
 // nobody has yet. Concurrent callers share one refresh; a caller whose ctx ends stops waiting,
 // and the refresh goes on for the others.
-func (b *B24OAuth) refreshAfter(ctx context.Context, stale string) (*OAuthParams, error, error) {
+//
+// trigger (a Trigger constant) is why the caller refreshes; it goes to the Observer with the
+// refresh it starts (a caller that joins a refresh in flight starts none).
+func (b *B24OAuth) refreshAfter(ctx context.Context, stale, trigger string) (*OAuthParams, error, error) {
 	b.mu.Lock()
 	c := b.inflight
 	if c == nil {
@@ -172,7 +175,7 @@ func (b *B24OAuth) refreshAfter(ctx context.Context, stale string) (*OAuthParams
 		}
 		c = &refreshCall{done: make(chan struct{})}
 		b.inflight = c
-		go b.runRefresh(context.WithoutCancel(ctx), c, cur)
+		go b.runRefresh(context.WithoutCancel(ctx), c, cur, trigger)
 	}
 	b.mu.Unlock()
 	select {
@@ -183,7 +186,7 @@ func (b *B24OAuth) refreshAfter(ctx context.Context, stale string) (*OAuthParams
 	}
 }
 
-func (b *B24OAuth) runRefresh(ctx context.Context, c *refreshCall, cur *OAuthParams) {
+func (b *B24OAuth) runRefresh(ctx context.Context, c *refreshCall, cur *OAuthParams, trigger string) {
 	ctx, cancel := context.WithTimeout(ctx, b.refreshTimeout)
 	defer cancel()
 	log := b.Logger()
@@ -194,7 +197,7 @@ func (b *B24OAuth) runRefresh(ctx context.Context, c *refreshCall, cur *OAuthPar
 		obs = nil // a verification's probe refuses to refresh: there is no refresh to report
 	}
 	if obs != nil {
-		ri = RefreshInfo{MemberID: cur.MemberID, Domain: cur.Domain}
+		ri = RefreshInfo{MemberID: cur.MemberID, Domain: cur.Domain, Trigger: trigger}
 		ctx = obs.RefreshStart(ctx, ri)
 	}
 	next, exchanged, err := b.exchange(ctx, *cur)

@@ -15,9 +15,9 @@
 //	b24oauth.calls             counter    {call}     method, api_version, outcome
 //	b24oauth.call.duration     histogram  s          method, api_version, outcome
 //	b24oauth.retries           counter    {retry}    method, api_version, reason
-//	b24oauth.limiter.wait      histogram  s          method, api_version, outcome
-//	b24oauth.refreshes         counter    {refresh}  outcome
-//	b24oauth.refresh.duration  histogram  s          outcome
+//	b24oauth.limiter.wait      histogram  s          method, api_version, outcome, limit, fallback
+//	b24oauth.refreshes         counter    {refresh}  outcome, trigger
+//	b24oauth.refresh.duration  histogram  s          outcome, trigger
 //	b24oauth.store.duration    histogram  s          op, outcome
 //	b24oauth.events            counter    {event}    event, outcome, http.response.status_code, offline
 //	b24oauth.event.duration    histogram  s          event, outcome, http.response.status_code, offline
@@ -34,10 +34,18 @@
 //   - outcome of a limiter wait: ok (the request was let through) or error (the wait ended
 //     without it: the context's deadline or cancellation). A wait is recorded however short, so
 //     the histogram's count is the number of requests that went through the limiter, and its
-//     first bucket (up to 0.1 ms) those it let through at once.
+//     first bucket (up to 0.1 ms) those it let through at once. limit: which limit held the
+//     request longest, one of b24oauth's Limit constants (bucket: the portal's bucket in this
+//     process; shared: the bucket kept by AppConfig.RateLimiter; operating: the method's
+//     operating-time budget), or none. fallback: true when the shared RateLimiter had failed
+//     and the in-process bucket paced the request instead (a Redis outage shows here).
 //   - outcome of a refresh: ok, adopted (a newer pair was already stored, by another client or
 //     replica), revoked (the portal must reinstall the app), error (may work later). A refresh
-//     counts once however many calls waited for it; KeepAlive's refreshes count too.
+//     counts once however many calls waited for it; KeepAlive's refreshes count too. trigger:
+//     why it ran, one of b24oauth's Trigger constants (expiring, rejected: the portal refused
+//     the access token, requested: AuthManager.RefreshAuth, keepalive, recheck: the App
+//     re-checking a refresh another process marked and did not finish). Many rejected and few
+//     expiring refreshes mean the clients' clocks or the stored expiries are off.
 //   - op of a store operation: load, update, create, delete, delete_if, list; outcome: ok (the
 //     store answered, ErrNotInstalled included) or error (the store failed).
 //   - event: the event's name (ONAPPINSTALL, ONCRMDEALADD...; "install_page" for the install

@@ -242,9 +242,9 @@ func TestAppLife(t *testing.T) {
 		"b24oauth.calls":            {"api_version", "method", "outcome"},
 		"b24oauth.call.duration":    {"api_version", "method", "outcome"},
 		"b24oauth.retries":          {"api_version", "method", "reason"},
-		"b24oauth.limiter.wait":     {"api_version", "method", "outcome"},
-		"b24oauth.refreshes":        {"outcome"},
-		"b24oauth.refresh.duration": {"outcome"},
+		"b24oauth.limiter.wait":     {"api_version", "fallback", "limit", "method", "outcome"},
+		"b24oauth.refreshes":        {"outcome", "trigger"},
+		"b24oauth.refresh.duration": {"outcome", "trigger"},
 		"b24oauth.store.duration":   {"op", "outcome"},
 		"b24oauth.events":           {"event", "http.response.status_code", "offline", "outcome"},
 		"b24oauth.event.duration":   {"event", "http.response.status_code", "offline", "outcome"},
@@ -313,10 +313,11 @@ func TestAppLife(t *testing.T) {
 
 	refreshes := counts(t, ms, "b24oauth.refreshes")
 	t.Logf("b24oauth.refreshes: %v", refreshes)
-	if refreshes["outcome=ok"] != 1 || refreshes["outcome=revoked"] != 1 {
-		t.Errorf("b24oauth.refreshes = %v, want one ok and one revoked", refreshes)
+	// Both refreshes follow a 401: the portal refused an access token the client thought valid.
+	if refreshes["outcome=ok,trigger=rejected"] != 1 || refreshes["outcome=revoked,trigger=rejected"] != 1 || len(refreshes) != 2 {
+		t.Errorf("b24oauth.refreshes = %v, want one ok and one revoked, both after a rejected token", refreshes)
 	}
-	if dp := histograms(t, ms, "b24oauth.refresh.duration")["outcome=ok"]; dp.Count != 1 || dp.Sum <= 0 {
+	if dp := histograms(t, ms, "b24oauth.refresh.duration")["outcome=ok,trigger=rejected"]; dp.Count != 1 || dp.Sum <= 0 {
 		t.Errorf("refresh.duration[ok]: %+v", dp)
 	}
 

@@ -84,7 +84,7 @@ func Example() {
 	// b24oauth.calls{api_version=v2,method=profile,outcome=ok} 1
 	// b24oauth.calls{api_version=v2,method=user.admin,outcome=ok} 1
 	// b24oauth.events{event=ONAPPINSTALL,http.response.status_code=200,offline=false,outcome=accepted} 1
-	// b24oauth.refreshes{outcome=ok} 1
+	// b24oauth.refreshes{outcome=ok,trigger=rejected} 1
 	// b24oauth.retries{api_version=v2,method=profile,reason=expired_token} 1
 	// span b24oauth.call
 	// span b24oauth.refresh

@@ -86,8 +86,13 @@ func NewObserver(opts ...Option) b24oauth.Observer {
 	o.retryAttrs.build = func(k callKey) attribute.Set {
 		return attribute.NewSet(attrMethod.String(k.method), attrAPIVersion.String(string(k.version)), attrReason.String(k.what))
 	}
-	o.waitAttrs.build = o.callAttrs.build
-	o.refreshAttrs.build = func(outcome string) attribute.Set { return attribute.NewSet(attrOutcome.String(outcome)) }
+	o.waitAttrs.build = func(k waitKey) attribute.Set {
+		return attribute.NewSet(attrMethod.String(k.method), attrAPIVersion.String(string(k.version)), attrOutcome.String(k.outcome),
+			attrLimit.String(k.limit), attrFallback.Bool(k.fallback))
+	}
+	o.refreshAttrs.build = func(k refreshKey) attribute.Set {
+		return attribute.NewSet(attrOutcome.String(k.outcome), attrTrigger.String(k.trigger))
+	}
 	o.storeAttrs.build = func(k storeKey) attribute.Set {
 		return attribute.NewSet(attrOp.String(k.op), attrOutcome.String(k.outcome))
 	}
@@ -132,23 +137,29 @@ const (
 	attrOp         = attribute.Key("op")
 	attrEvent      = attribute.Key("event")
 	attrOffline    = attribute.Key("offline")
+	attrLimit      = attribute.Key("limit")    // the limit that held a request: bucket, shared, operating, none
+	attrFallback   = attribute.Key("fallback") // the in-process bucket stood in for a failed shared limiter
+	attrTrigger    = attribute.Key("trigger")  // why a refresh ran
 )
 
 // The attribute keys of the spans and span events.
 const (
-	spanMethod       = attribute.Key("b24oauth.method")
-	spanAPIVersion   = attribute.Key("b24oauth.api_version")
-	spanMemberID     = attribute.Key("b24oauth.member_id")
-	spanDomain       = attribute.Key("b24oauth.domain")
-	spanCommands     = attribute.Key("b24oauth.commands")
-	spanOutcome      = attribute.Key("b24oauth.outcome")
-	spanRetries      = attribute.Key("b24oauth.retries")
-	spanRetryAttempt = attribute.Key("b24oauth.retry.attempt")
-	spanRetryReason  = attribute.Key("b24oauth.retry.reason")
-	spanRetryDelay   = attribute.Key("b24oauth.retry.delay")
-	spanLimiterWait  = attribute.Key("b24oauth.limiter.wait")
-	spanStoreOp      = attribute.Key("b24oauth.store.op")
-	spanStoreTime    = attribute.Key("b24oauth.store.duration")
+	spanMethod          = attribute.Key("b24oauth.method")
+	spanAPIVersion      = attribute.Key("b24oauth.api_version")
+	spanMemberID        = attribute.Key("b24oauth.member_id")
+	spanDomain          = attribute.Key("b24oauth.domain")
+	spanCommands        = attribute.Key("b24oauth.commands")
+	spanOutcome         = attribute.Key("b24oauth.outcome")
+	spanRetries         = attribute.Key("b24oauth.retries")
+	spanRetryAttempt    = attribute.Key("b24oauth.retry.attempt")
+	spanRetryReason     = attribute.Key("b24oauth.retry.reason")
+	spanRetryDelay      = attribute.Key("b24oauth.retry.delay")
+	spanLimiterWait     = attribute.Key("b24oauth.limiter.wait")
+	spanLimiterLimit    = attribute.Key("b24oauth.limiter.limit")
+	spanLimiterFallback = attribute.Key("b24oauth.limiter.fallback")
+	spanRefreshTrigger  = attribute.Key("b24oauth.refresh.trigger")
+	spanStoreOp         = attribute.Key("b24oauth.store.op")
+	spanStoreTime       = attribute.Key("b24oauth.store.duration")
 )
 
 // The outcomes of limiter waits and store operations.
@@ -183,8 +194,8 @@ type observer struct {
 
 	callAttrs    attrCache[callKey]
 	retryAttrs   attrCache[callKey]
-	waitAttrs    attrCache[callKey]
-	refreshAttrs attrCache[string]
+	waitAttrs    attrCache[waitKey]
+	refreshAttrs attrCache[refreshKey]
 	storeAttrs   attrCache[storeKey]
 	eventAttrs   attrCache[eventKey]
 }
@@ -197,6 +208,23 @@ type callKey struct {
 }
 
 type storeKey struct{ op, outcome string }
+
+type waitKey struct {
+	method         string
+	version        b24oauth.APIVersion
+	outcome, limit string
+	fallback       bool
+}
+
+type refreshKey struct{ outcome, trigger string }
+
+// orNone is s, or "none" for an empty s: an attribute value a dashboard can show and select.
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
 
 type eventKey struct {
 	event, outcome string
@@ -267,7 +295,7 @@ func (o *observer) LimiterWait(ctx context.Context, c b24oauth.CallInfo, w b24oa
 	if w.Err != nil {
 		outcome = outcomeError
 	}
-	a := o.waitAttrs.get(callKey{c.Method, c.APIVersion, outcome})
+	a := o.waitAttrs.get(waitKey{c.Method, c.APIVersion, outcome, orNone(w.Limit), w.Fallback})
 	o.limiterWait.Record(ctx, w.Wait.Seconds(), a.record...)
 	// A request let through at once is no event: only a wait of spanWaitMin or more, or one
 	// that failed.
@@ -275,12 +303,15 @@ func (o *observer) LimiterWait(ctx context.Context, c b24oauth.CallInfo, w b24oa
 		return
 	}
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		if w.Err != nil {
-			span.AddEvent("b24oauth.limiter.wait", trace.WithAttributes(
-				spanLimiterWait.Float64(w.Wait.Seconds()), semconv.ErrorMessageKey.String(w.Err.Error())))
-		} else {
-			span.AddEvent("b24oauth.limiter.wait", trace.WithAttributes(spanLimiterWait.Float64(w.Wait.Seconds())))
+		attrs := make([]attribute.KeyValue, 0, 4)
+		attrs = append(attrs, spanLimiterWait.Float64(w.Wait.Seconds()), spanLimiterLimit.String(orNone(w.Limit)))
+		if w.Fallback {
+			attrs = append(attrs, spanLimiterFallback.Bool(true))
 		}
+		if w.Err != nil {
+			attrs = append(attrs, semconv.ErrorMessageKey.String(w.Err.Error()))
+		}
+		span.AddEvent("b24oauth.limiter.wait", trace.WithAttributes(attrs...))
 	}
 }
 
@@ -288,14 +319,14 @@ func (o *observer) LimiterWait(ctx context.Context, c b24oauth.CallInfo, w b24oa
 func (o *observer) RefreshStart(ctx context.Context, r b24oauth.RefreshInfo) context.Context {
 	ctx, span := o.tracer.Start(ctx, "b24oauth.refresh", refreshSpanKind)
 	if span.IsRecording() {
-		span.SetAttributes(spanMemberID.String(r.MemberID), spanDomain.String(r.Domain))
+		span.SetAttributes(spanMemberID.String(r.MemberID), spanDomain.String(r.Domain), spanRefreshTrigger.String(orNone(r.Trigger)))
 	}
 	return ctx
 }
 
 // RefreshEnd records the refresh's metrics and ends its span.
-func (o *observer) RefreshEnd(ctx context.Context, _ b24oauth.RefreshInfo, res b24oauth.RefreshResult) {
-	a := o.refreshAttrs.get(res.Outcome)
+func (o *observer) RefreshEnd(ctx context.Context, r b24oauth.RefreshInfo, res b24oauth.RefreshResult) {
+	a := o.refreshAttrs.get(refreshKey{res.Outcome, orNone(r.Trigger)})
 	o.refreshes.Add(ctx, 1, a.add...)
 	o.refreshDuration.Record(ctx, res.Duration.Seconds(), a.record...)
 	span := trace.SpanFromContext(ctx)

@@ -124,9 +124,9 @@ func TestRetriesAndLimiterWaits(t *testing.T) {
 	ctx := h.obs.CallStart(context.Background(), batch)
 	h.obs.LimiterWait(ctx, batch, b24oauth.LimiterWaitInfo{})
 	h.obs.Retry(ctx, batch, b24oauth.RetryInfo{Attempt: 1, Reason: b24oauth.RetryQueryLimit, Delay: 500 * time.Millisecond})
-	h.obs.LimiterWait(ctx, batch, b24oauth.LimiterWaitInfo{Wait: 2 * time.Second})
+	h.obs.LimiterWait(ctx, batch, b24oauth.LimiterWaitInfo{Wait: 2 * time.Second, Limit: b24oauth.LimitBucket, Fallback: true})
 	h.obs.Retry(ctx, batch, b24oauth.RetryInfo{Attempt: 2, Reason: b24oauth.RetryExpiredToken})
-	h.obs.LimiterWait(ctx, batch, b24oauth.LimiterWaitInfo{Wait: time.Second, Err: context.DeadlineExceeded})
+	h.obs.LimiterWait(ctx, batch, b24oauth.LimiterWaitInfo{Wait: time.Second, Limit: b24oauth.LimitShared, Err: context.DeadlineExceeded})
 	h.obs.CallEnd(ctx, batch, b24oauth.CallResult{Outcome: b24oauth.OutcomeLimited, Retries: 2, Err: context.DeadlineExceeded})
 
 	ms := h.collect(t)
@@ -141,12 +141,14 @@ func TestRetriesAndLimiterWaits(t *testing.T) {
 		t.Errorf("retries unit %q", ms["b24oauth.retries"].Unit)
 	}
 	waits := histograms(t, ms, "b24oauth.limiter.wait")
-	ok, failed := waits["api_version=v3,method=batch,outcome=ok"], waits["api_version=v3,method=batch,outcome=error"]
-	if len(waits) != 2 || ok.Count != 2 || ok.Sum != 2 || failed.Count != 1 || failed.Sum != 1 {
-		t.Errorf("b24oauth.limiter.wait = %+v", waits)
+	none := waits["api_version=v3,fallback=false,limit=none,method=batch,outcome=ok"]
+	bucket := waits["api_version=v3,fallback=true,limit=bucket,method=batch,outcome=ok"]
+	failed := waits["api_version=v3,fallback=false,limit=shared,method=batch,outcome=error"]
+	if len(waits) != 3 || none.Count != 1 || none.Sum != 0 || bucket.Count != 1 || bucket.Sum != 2 || failed.Count != 1 || failed.Sum != 1 {
+		t.Errorf("b24oauth.limiter.wait = %v", keysOf(waits))
 	}
-	if ok.Bounds[0] != 0.0001 || ok.BucketCounts[0] != 1 {
-		t.Errorf("a zero wait is not in the first bucket (up to 0.1 ms): bounds %v counts %v", ok.Bounds, ok.BucketCounts)
+	if none.Bounds[0] != 0.0001 || none.BucketCounts[0] != 1 {
+		t.Errorf("a zero wait is not in the first bucket (up to 0.1 ms): bounds %v counts %v", none.Bounds, none.BucketCounts)
 	}
 	if ms["b24oauth.limiter.wait"].Unit != "s" {
 		t.Errorf("limiter.wait unit %q", ms["b24oauth.limiter.wait"].Unit)
@@ -167,32 +169,38 @@ func TestRetriesAndLimiterWaits(t *testing.T) {
 		"b24oauth.retry.attempt": "1", "b24oauth.retry.reason": "query_limit", "b24oauth.retry.delay": "0.5",
 	})
 	checkMap(t, "retry 2", eventAttrs(s.Events()[2]), map[string]string{"b24oauth.retry.attempt": "2", "b24oauth.retry.reason": "expired_token", "b24oauth.retry.delay": "0"})
-	checkMap(t, "wait 2", eventAttrs(s.Events()[1]), map[string]string{"b24oauth.limiter.wait": "2", "error.message": ""})
-	checkMap(t, "failed wait", eventAttrs(s.Events()[3]), map[string]string{"b24oauth.limiter.wait": "1", "error.message": context.DeadlineExceeded.Error()})
+	checkMap(t, "wait 2", eventAttrs(s.Events()[1]), map[string]string{
+		"b24oauth.limiter.wait": "2", "b24oauth.limiter.limit": "bucket", "b24oauth.limiter.fallback": "true", "error.message": "",
+	})
+	checkMap(t, "failed wait", eventAttrs(s.Events()[3]), map[string]string{
+		"b24oauth.limiter.wait": "1", "b24oauth.limiter.limit": "shared", "b24oauth.limiter.fallback": "", "error.message": context.DeadlineExceeded.Error(),
+	})
 }
 
 func TestRefreshes(t *testing.T) {
 	h := newHarness(t)
-	info := b24oauth.RefreshInfo{MemberID: testMember, Domain: testDomain}
-	refresh := func(ctx context.Context, res b24oauth.RefreshResult) {
+	refresh := func(ctx context.Context, trigger string, res b24oauth.RefreshResult) {
+		info := b24oauth.RefreshInfo{MemberID: testMember, Domain: testDomain, Trigger: trigger}
 		h.obs.RefreshEnd(h.obs.RefreshStart(ctx, info), info, res)
 	}
 	// A refresh during a call is the call's child.
 	callCtx := h.obs.CallStart(context.Background(), dealGet)
-	refresh(callCtx, b24oauth.RefreshResult{Outcome: b24oauth.RefreshOK, Duration: 80 * time.Millisecond})
+	refresh(callCtx, b24oauth.TriggerRejected, b24oauth.RefreshResult{Outcome: b24oauth.RefreshOK, Duration: 80 * time.Millisecond})
 	h.obs.CallEnd(callCtx, dealGet, b24oauth.CallResult{Outcome: b24oauth.OutcomeOK, Retries: 1, Status: 200})
-	refresh(context.Background(), b24oauth.RefreshResult{Outcome: b24oauth.RefreshOK, Duration: time.Second, Err: errors.New("store down")})
-	refresh(context.Background(), b24oauth.RefreshResult{Outcome: b24oauth.RefreshAdopted})
+	refresh(context.Background(), b24oauth.TriggerRejected, b24oauth.RefreshResult{Outcome: b24oauth.RefreshOK, Duration: time.Second, Err: errors.New("store down")})
+	refresh(context.Background(), b24oauth.TriggerKeepAlive, b24oauth.RefreshResult{Outcome: b24oauth.RefreshAdopted})
 	revoked := &b24oauth.RefreshTokenError{Code: "invalid_grant", MemberID: testMember, Err: errors.New("refused")}
-	refresh(context.Background(), b24oauth.RefreshResult{Outcome: b24oauth.RefreshRevoked, Err: revoked})
-	refresh(context.Background(), b24oauth.RefreshResult{Outcome: b24oauth.RefreshError, Err: errors.New("oauth server down")})
+	refresh(context.Background(), b24oauth.TriggerExpiring, b24oauth.RefreshResult{Outcome: b24oauth.RefreshRevoked, Err: revoked})
+	refresh(context.Background(), "", b24oauth.RefreshResult{Outcome: b24oauth.RefreshError, Err: errors.New("oauth server down")})
 
 	ms := h.collect(t)
-	want := map[string]int64{"outcome=ok": 2, "outcome=adopted": 1, "outcome=revoked": 1, "outcome=error": 1}
+	want := map[string]int64{
+		"outcome=ok,trigger=rejected": 2, "outcome=adopted,trigger=keepalive": 1, "outcome=revoked,trigger=expiring": 1, "outcome=error,trigger=none": 1,
+	}
 	if got := counts(t, ms, "b24oauth.refreshes"); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("b24oauth.refreshes = %v, want %v", got, want)
 	}
-	if dp := histograms(t, ms, "b24oauth.refresh.duration")["outcome=ok"]; dp.Count != 2 || dp.Sum != 1.08 {
+	if dp := histograms(t, ms, "b24oauth.refresh.duration")["outcome=ok,trigger=rejected"]; dp.Count != 2 || dp.Sum != 1.08 {
 		t.Errorf("refresh.duration[ok] = count %d sum %v, want 2 and 1.08", dp.Count, dp.Sum)
 	}
 	if ms["b24oauth.refreshes"].Unit != "{refresh}" || ms["b24oauth.refresh.duration"].Unit != "s" {
@@ -212,6 +220,7 @@ func TestRefreshes(t *testing.T) {
 	}
 	checkMap(t, "refresh", spanAttrs(first), map[string]string{
 		"b24oauth.member_id": testMember, "b24oauth.domain": testDomain, "b24oauth.outcome": "ok", "error.type": "",
+		"b24oauth.refresh.trigger": "rejected",
 	})
 	if first.Status().Code != codes.Unset || len(first.Events()) != 0 {
 		t.Errorf("ok refresh: status %v, events %v", first.Status(), first.Events())

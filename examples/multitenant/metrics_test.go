@@ -53,12 +53,12 @@ func TestDemoMetrics(t *testing.T) {
 		`b24oauth_calls_total{api_version=v2,method=profile,outcome=ok}`:                                           3,
 		`b24oauth_calls_total{api_version=v2,method=crm.deal.get,outcome=ok}`:                                      2,
 		`b24oauth_retries_total{api_version=v2,method=profile,reason=expired_token}`:                               1,
-		`b24oauth_refreshes_total{outcome=ok}`:                                                                     1,
+		`b24oauth_refreshes_total{outcome=ok,trigger=rejected}`:                                                    1,
 		`b24oauth_events_total{event=ONAPPINSTALL,http_response_status_code=200,offline=false,outcome=accepted}`:   1,
 		`b24oauth_events_total{event=ONCRMDEALADD,http_response_status_code=200,offline=false,outcome=accepted}`:   1,
 		`b24oauth_events_total{event=ONCRMDEALUPDATE,http_response_status_code=200,offline=true,outcome=accepted}`: 1,
 		`b24oauth_events_total{event=ONAPPUNINSTALL,http_response_status_code=200,offline=false,outcome=accepted}`: 1,
-		`b24oauth_refresh_duration_seconds_count{outcome=ok}`:                                                      1,
+		`b24oauth_refresh_duration_seconds_count{outcome=ok,trigger=rejected}`:                                     1,
 	} {
 		if got[series] != want {
 			t.Errorf("%s = %v, want %v", series, got[series], want)
