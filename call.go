@@ -153,7 +153,7 @@ func (b *B24OAuth) sendAttempts(ctx context.Context, ver APIVersion, method stri
 			var rep waitReport
 			waitStart := time.Now()
 			err = b.limiter.waitReporting(ctx, method, cost, &rep)
-			co.o.LimiterWait(ctx, co.info, LimiterWaitInfo{Wait: time.Since(waitStart), Limit: rep.limit, Fallback: rep.fallback, Err: err})
+			co.o.LimiterWait(ctx, co.info, LimiterWaitInfo{Wait: time.Since(waitStart), Limit: rep.limit(), Fallback: rep.fallback, Err: err})
 			co.waitErr = err
 		}
 		if err != nil {

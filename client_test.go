@@ -580,3 +580,54 @@ func TestDebugLogHasNoSecrets(t *testing.T) {
 		}
 	}
 }
+
+// Only writes without an Idempotency-Key are traced (post's traceWrite). A v2 or v3 batch carries no key (sendAttempts skips it for "batch"), so a batch with a write, and
+// the offline pull's batch (event.offline.get is a write: it deletes or reserves the events),
+// must be traced: a dial error after the request reached the portal must not make them look
+// unsent. Existing tests cover a single v2 write only. Expected: each batch reaches the
+// portal once and is reported as possibly executed; a read-only batch is re-sent.
+func TestWrittenBatchNotResentAfterADialError(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		hits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"result":{"result":{},"result_error":[]}}`)
+	}))
+	t.Cleanup(srv.Close)
+	p := testParams()
+	p.Domain, p.ClientEndpoint = strings.TrimPrefix(srv.URL, "https://"), srv.URL+"/rest/"
+	rp := *unlimitedParams()
+	hc := &http.Client{Transport: redialingTransport{next: srv.Client().Transport}}
+	for _, obs := range []b24oauth.Observer{nil, b24oauth.NopObserver{}} {
+		c, err := b24oauth.New(p, testSecretPair, b24oauth.WithHTTPClient(hc), b24oauth.WithRestrictionParams(rp), b24oauth.WithObserver(obs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, run := range map[string]func([]b24oauth.BatchCommand) error{
+			"v2": func(cmds []b24oauth.BatchCommand) error { _, err := c.Batch(context.Background(), cmds); return err },
+			"v3": func(cmds []b24oauth.BatchCommand) error { _, err := c.BatchV3(context.Background(), cmds); return err },
+		} {
+			for _, cmds := range [][]b24oauth.BatchCommand{
+				{{Key: "a", Method: "crm.deal.get", Params: map[string]any{"id": 1}}, {Key: "b", Method: "crm.deal.add"}},
+				{{Key: "get", Method: "event.offline.get", Params: map[string]any{"clear": 1}}},
+			} {
+				hits.Store(0)
+				err := run(cmds)
+				if err == nil || !strings.Contains(err.Error(), "may have been executed") {
+					t.Errorf("%s %s (observer %T): err = %v, want the batch reported as possibly executed", name, cmds[len(cmds)-1].Method, obs, err)
+				}
+				if got := hits.Load(); got != 1 {
+					t.Errorf("%s %s (observer %T): the batch reached the server %d times, want 1", name, cmds[len(cmds)-1].Method, obs, got)
+				}
+			}
+			hits.Store(0)
+			if err := run([]b24oauth.BatchCommand{{Key: "a", Method: "crm.deal.get"}}); err == nil {
+				t.Errorf("%s: a read batch succeeded through a transport that always fails", name)
+			}
+			if got := hits.Load(); got != 1+int32(rp.MaxRetries) {
+				t.Errorf("%s: the read batch was sent %d times, want 1 + MaxRetries(%d)", name, got, rp.MaxRetries)
+			}
+		}
+	}
+}

@@ -309,19 +309,52 @@ func (l *limiter) wait(ctx context.Context, method string, n int) error {
 	return l.waitReporting(ctx, method, n, nil)
 }
 
-// waitReport is what a wait tells an Observer: which limit held the request longest, and
-// whether the in-process bucket stood in for a shared limiter that failed.
+// waitReport is what a wait tells an Observer: how long each limit held the request, the
+// limit a failed wait was waiting for, and whether the in-process bucket stood in for a shared
+// limiter that failed.
 type waitReport struct {
-	limit    string // LimitOperating, LimitBucket, LimitShared; "" when nothing held the request
-	held     time.Duration
+	held     [len(waitLimits)]time.Duration // by waitLimits' index: the sleeps each limit asked for, added up
+	failedOn string
 	fallback bool
 }
 
-// heldBy records that limit held the request for d, if no other limit held it longer.
-func (r *waitReport) heldBy(limit string, d time.Duration) {
-	if r != nil && d > 0 && d > r.held {
-		r.limit, r.held = limit, d
+// waitLimits are the limits a wait reports, in the order of waitReport.held.
+var waitLimits = [...]string{LimitOperating, LimitShared, LimitBucket}
+
+const (
+	heldByOperating = iota
+	heldByShared
+	heldByBucket
+)
+
+// hold records that the limit at index i holds the request for d more.
+func (r *waitReport) hold(i int, d time.Duration) {
+	if r != nil && d > 0 {
+		r.held[i] += d
 	}
+}
+
+// fail records that the wait failed while the limit at index i held the request.
+func (r *waitReport) fail(i int) {
+	if r != nil {
+		r.failedOn = waitLimits[i]
+	}
+}
+
+// limit is LimiterWaitInfo.Limit: the limit a failed wait was waiting for, else the one that
+// held the request longest in all, else "".
+func (r *waitReport) limit() string {
+	if r.failedOn != "" {
+		return r.failedOn
+	}
+	var limit string
+	var longest time.Duration
+	for i, d := range r.held {
+		if d > longest {
+			limit, longest = waitLimits[i], d
+		}
+	}
+	return limit
 }
 
 // waitReporting is wait, filling rep (when not nil) as it goes.
@@ -366,8 +399,9 @@ func (l *limiter) waitReporting(ctx context.Context, method string, n int, rep *
 		if d <= 0 {
 			break
 		}
-		rep.heldBy(LimitOperating, d)
+		rep.hold(heldByOperating, d)
 		if err := l.sleepUntil(ctx, method, now, d); err != nil {
+			rep.fail(heldByOperating)
 			l.releaseSlot(paced, slot, interval)
 			return err
 		}
@@ -381,12 +415,14 @@ func (l *limiter) waitReporting(ctx context.Context, method string, n int, rep *
 		b := Bucket{Burst: bucket.Burst(), Rate: float64(bucket.Limit())}
 		d, ok, err := l.shared.take(ctx, l.memberID, b, n)
 		if err != nil {
+			rep.fail(heldByShared) // the caller's context ended in Take, or Take's wait would pass its deadline
 			l.releaseSlot(paced, slot, interval)
 			return fmt.Errorf("b24oauth: waiting for the portal's limits for %s: %w", method, err)
 		}
 		if ok {
-			rep.heldBy(LimitShared, d)
+			rep.hold(heldByShared, d)
 			if err := l.sleepUntil(ctx, method, l.now(), d); err != nil {
+				rep.fail(heldByShared)
 				l.releaseSlot(paced, slot, interval)
 				return err
 			}
@@ -402,12 +438,14 @@ func (l *limiter) waitReporting(ctx context.Context, method string, n int, rep *
 	}
 	r := bucket.ReserveN(now, n)
 	if !r.OK() { // burst is at least 1, so this does not happen; do not spin if it does
+		rep.fail(heldByBucket)
 		l.releaseSlot(paced, slot, interval)
 		return fmt.Errorf("b24oauth: rate limiter refused a request for %s", method)
 	}
 	delay := r.DelayFrom(now)
-	rep.heldBy(LimitBucket, delay)
+	rep.hold(heldByBucket, delay)
 	if err := l.sleepUntil(ctx, method, now, delay); err != nil {
+		rep.fail(heldByBucket)
 		r.CancelAt(l.now())
 		l.releaseSlot(paced, slot, interval)
 		return err

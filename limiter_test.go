@@ -782,3 +782,25 @@ func TestLimiterWaitNCountsEachCommand(t *testing.T) {
 		t.Errorf("sleeps mismatch (-want +got):\n%s", diff)
 	}
 }
+
+// A wait's report names the limit whose holds add up to the longest, or the one a failed wait
+// was waiting for: two short operating holds outweigh a longer single bucket hold.
+func TestWaitReportLimit(t *testing.T) {
+	var r waitReport
+	if got := r.limit(); got != "" {
+		t.Errorf("nothing held: %q", got)
+	}
+	r.hold(heldByOperating, 300*time.Millisecond)
+	r.hold(heldByBucket, 400*time.Millisecond)
+	r.hold(heldByOperating, 200*time.Millisecond)
+	if got := r.limit(); got != LimitOperating {
+		t.Errorf("operating 500 ms in two holds, bucket 400 ms: %q, want %q", got, LimitOperating)
+	}
+	r.fail(heldByShared)
+	if got := r.limit(); got != LimitShared {
+		t.Errorf("failed in the shared limiter: %q, want %q", got, LimitShared)
+	}
+	var none *waitReport // wait's own calls: no report, nothing recorded, no panic
+	none.hold(heldByBucket, time.Second)
+	none.fail(heldByBucket)
+}

@@ -139,9 +139,9 @@ const (
 // LimiterWaitInfo is one wait for the portal's limits before a request.
 type LimiterWaitInfo struct {
 	Wait time.Duration // how long the request was held
-	// Limit is the limit that held the request longest: LimitBucket, LimitShared or
-	// LimitOperating; "" when none held it (Wait is then the limiter's own cost). For a wait
-	// that failed, the limit it was waiting for.
+	// Limit is the limit that held the request longest (its holds added up): LimitBucket,
+	// LimitShared or LimitOperating; "" when none held it (Wait is then the limiter's own
+	// cost). For a wait that failed, the limit it was waiting for when it failed.
 	Limit string
 	// Fallback reports that the shared RateLimiter (AppConfig.RateLimiter) failed or is
 	// resting after a failure, and the in-process bucket paced the request in its place.

@@ -16,6 +16,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -500,4 +501,80 @@ func TestObserverRedTeamSharedObserver(t *testing.T) {
 		}
 	}
 	obs.check(t, secrets...)
+}
+
+// Finding: a wait the shared RateLimiter refuses because it would pass the context's deadline
+// (a *RateLimitWaitError, the contract's answer) is reported with Limit "" ("none"), though
+// LimiterWaitInfo.Limit's doc says "For a wait that failed, the limit it was waiting for".
+// Cause: waitReporting returned on take's error before recording the shared limit's hold.
+// Why it matters: a dashboard of b24oauth.limiter.wait{outcome=error} shows these refusals as
+// limit=none, so an operator cannot tell that the shared bucket (Redis) is what makes calls
+// miss their deadlines. Expected: Limit == LimitShared, Fallback false.
+func TestObserverRedTeamSharedRefusalNamesTheSharedLimit(t *testing.T) {
+	c, rl, obs := newObservedSharedClient(t)
+	rl.set(0, &b24oauth.RateLimitWaitError{Wait: 5 * time.Second})
+	obs.take()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := c.Call(ctx, "profile", nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want a deadline error", err)
+	}
+	w := obs.of("wait", obs.take())
+	if len(w) != 1 {
+		t.Fatalf("waits %+v, want 1", w)
+	}
+	if w[0].wait.Limit != b24oauth.LimitShared || w[0].wait.Fallback || w[0].wait.Err == nil {
+		t.Errorf("wait %+v: Limit %q, want %q (the shared limit refused it)", w[0].wait, w[0].wait.Limit, b24oauth.LimitShared)
+	}
+}
+
+// Finding: a wait that was first held by the operating limit and then fails because the
+// bucket's delay would pass the deadline is reported with Limit "operating", though the doc
+// says "For a wait that failed, the limit it was waiting for" (here: the bucket).
+// Cause: the report kept the longest hold; the failing hold only won if it was longer. The same happens with a shared limiter after an operating hold.
+// Why it matters: a failed wait is attributed to the wrong limit; raising the bucket (or the
+// Enterprise params) is what would have saved the call, but the metric says operating.
+// Expected: when the wait fails, Limit is the limit whose hold failed (LimitBucket).
+func TestObserverRedTeamFailedWaitNamesTheLimitItFailedOn(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		if hits.Add(1) == 1 {
+			w.WriteHeader(http.StatusTooManyRequests)
+			io.WriteString(w, `{"error":"OPERATION_TIME_LIMIT","error_description":"Method is blocked due to operation time limit."}`)
+			return
+		}
+		io.WriteString(w, `{"result":true}`)
+	}))
+	t.Cleanup(srv.Close)
+	p := testParams()
+	p.Domain, p.ClientEndpoint = strings.TrimPrefix(srv.URL, "https://"), srv.URL+"/rest/"
+	rp := b24oauth.DefaultRestrictionParams()
+	// The bucket holds 1 request and refills one 3.5 s after it is taken; a 429 blocks the
+	// method for Window/10 = 2 s. The bucket's hold after the block (1.5 s) is shorter than the
+	// block, so only a report that names the failing limit gets it right.
+	rp.RateLimit = b24oauth.RateLimitParams{BurstLimit: 2, DrainRate: 1 / 3.5}
+	rp.OperatingLimit.Window = 20 * time.Second
+	rp.RetryDelay = time.Millisecond
+	obs := &recordingObserver{}
+	c, err := b24oauth.New(p, testSecretPair, b24oauth.WithHTTPClient(srv.Client()), b24oauth.WithRestrictionParams(rp),
+		b24oauth.WithObserver(obs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// t=0: the bucket's token; the 429 blocks the method until t≈2s; the bucket's next token
+	// comes at t≈3.5s, past the deadline at 3s (the first reply has a second to come back).
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := c.Call(ctx, "crm.deal.get", map[string]any{"id": 1}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want a deadline error", err)
+	}
+	w := obs.of("wait", obs.take())
+	if len(w) != 2 || w[1].wait.Err == nil {
+		t.Fatalf("waits %+v, want 2, the second failed", w)
+	}
+	if w[1].wait.Limit != b24oauth.LimitBucket {
+		t.Errorf("failed wait %+v: Limit %q, want %q (the bucket's delay passed the deadline)", w[1].wait, w[1].wait.Limit, b24oauth.LimitBucket)
+	}
 }

@@ -64,14 +64,7 @@ func TestObserverSaysWhatHeldARequest(t *testing.T) {
 		}
 	})
 	t.Run("shared", func(t *testing.T) {
-		rl := &fakeRateLimiter{}
-		obs := &recordingObserver{}
-		e := newAppEnv(t, nil, b24oauth.NewMemoryStore(), func(cfg *b24oauth.AppConfig) {
-			p := b24oauth.DefaultRestrictionParams()
-			p.RetryDelay = time.Millisecond
-			cfg.Restriction, cfg.RateLimiter, cfg.Observer = &p, rl, obs
-		})
-		c := e.client(e.install().MemberID())
+		c, rl, obs := newObservedSharedClient(t)
 		rl.set(20*time.Millisecond, nil)
 		obs.take()
 		mustCallProfile(t, c)
@@ -133,4 +126,17 @@ func TestObserverSaysWhyARefreshRan(t *testing.T) {
 		t.Errorf("RefreshAuth: trigger %q, want %q", got, b24oauth.TriggerRequested)
 	}
 	obs.check(t, tokensOf(fake, p)...)
+}
+
+// newObservedSharedClient is the client of an installed portal of an App with the default
+// limits, a fakeRateLimiter as its shared limiter and a recordingObserver.
+func newObservedSharedClient(t *testing.T) (*b24oauth.B24OAuth, *fakeRateLimiter, *recordingObserver) {
+	t.Helper()
+	rl, obs := &fakeRateLimiter{}, &recordingObserver{}
+	e := newAppEnv(t, nil, b24oauth.NewMemoryStore(), func(cfg *b24oauth.AppConfig) {
+		p := b24oauth.DefaultRestrictionParams()
+		p.RetryDelay = time.Millisecond
+		cfg.Restriction, cfg.RateLimiter, cfg.Observer = &p, rl, obs
+	})
+	return e.client(e.install().MemberID()), rl, obs
 }
