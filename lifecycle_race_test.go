@@ -17,23 +17,33 @@ import (
 // installs of one portal, and an uninstall racing a reinstall (issue 8, "Lifecycle events that
 // race resolve consistently").
 
-// raceStoreCases are the stores the race tests run on: the two of this package, and a store of
-// a user's without Create and DeleteIf (the App then uses the fallbacks).
+// raceStoreCases are the stores the race tests run on: the two of this package; a store of a
+// user's without Create and DeleteIf, which the App sees as it is (it then uses the fallbacks
+// of CreateInstallation and DeleteInstallationIf itself); and the same store behind a wrapper
+// whose Create and DeleteIf are those fallbacks (as sealstore's are over such a store, and the
+// test's spyStore's always are), so that the App sees a Creator and a ConditionalDeleter.
 var raceStoreCases = []struct {
 	name  string
 	store func(t *testing.T) b24oauth.TokenStore
+	opts  []func(*b24oauth.AppConfig) // for raceEnv, after the store
 }{
-	{"memory", func(*testing.T) b24oauth.TokenStore { return b24oauth.NewMemoryStore() }},
-	{"file", func(t *testing.T) b24oauth.TokenStore { return newFileStore(t, t.TempDir()) }},
-	{"store without Create and DeleteIf", func(*testing.T) b24oauth.TokenStore {
-		return plainStore{b24oauth.NewMemoryStore()}
-	}},
+	{name: "memory", store: func(*testing.T) b24oauth.TokenStore { return b24oauth.NewMemoryStore() }},
+	{name: "file", store: func(t *testing.T) b24oauth.TokenStore { return newFileStore(t, t.TempDir()) }},
+	{name: "store without Create and DeleteIf", store: plainMemoryStore, opts: []func(*b24oauth.AppConfig){hideOptionalMethods}},
+	{name: "wrapper with the fallbacks as Create and DeleteIf", store: plainMemoryStore},
 }
 
-// rendezvousStore makes the first installs of a portal meet: an Update that finds its member_id
-// absent waits until parties of them have (or a bound passed), so that every one of them goes on
-// to store a first install while none is stored yet. It is the window of a first install, hit
-// every time. Create and DeleteIf go to the inner store as the App's would.
+func plainMemoryStore(*testing.T) b24oauth.TokenStore { return plainStore{b24oauth.NewMemoryStore()} }
+
+// hideOptionalMethods makes the App see its store (the test's spyStore) as a plain TokenStore.
+func hideOptionalMethods(cfg *b24oauth.AppConfig) { cfg.Store = plainStore{cfg.Store} }
+
+// rendezvousStore makes the first installs of a portal meet: a Create waits until parties of them
+// have come (or a bound passed), so that every one of them has found the member_id absent and
+// goes on to store a first install while none is stored yet. It is the window of a first
+// install, hit every time. Create and DeleteIf then go to the inner store as the App's would.
+// (The meeting is at Create, not at the Update that found the member absent: the App holds a
+// lock of the process around that Update, which a party waiting there would hold too.)
 type rendezvousStore struct {
 	b24oauth.TokenStore
 	parties int
@@ -49,14 +59,6 @@ type meeting struct {
 
 func newRendezvousStore(inner b24oauth.TokenStore, parties int) *rendezvousStore {
 	return &rendezvousStore{TokenStore: inner, parties: parties, meeting: map[string]*meeting{}}
-}
-
-func (s *rendezvousStore) Update(ctx context.Context, memberID string, fn func(cur b24oauth.Installation) (b24oauth.Installation, error)) error {
-	err := s.TokenStore.Update(ctx, memberID, fn)
-	if errors.Is(err, b24oauth.ErrNotInstalled) {
-		s.meet(memberID)
-	}
-	return err
 }
 
 func (s *rendezvousStore) meet(memberID string) {
@@ -78,6 +80,7 @@ func (s *rendezvousStore) meet(memberID string) {
 }
 
 func (s *rendezvousStore) Create(ctx context.Context, inst b24oauth.Installation) error {
+	s.meet(inst.MemberID)
 	return b24oauth.CreateInstallation(ctx, s.TokenStore, inst)
 }
 
@@ -163,7 +166,7 @@ func TestFirstInstallsRace(t *testing.T) {
 		t.Run(sc.name, func(t *testing.T) {
 			store := sc.store(t)
 			kinds := kindRecorder{t: t, store: store}
-			env, clock := raceEnv(t, newRendezvousStore(store, 2), kinds.attach)
+			env, clock := raceEnv(t, newRendezvousStore(store, 2), append([]func(*b24oauth.AppConfig){kinds.attach}, sc.opts...)...)
 			const rounds = 100
 			for round := range rounds {
 				p := env.fake.AddPortal()
@@ -257,7 +260,7 @@ func (e *appEnv) startUninstall(t *testing.T, g *roundGate, ev b24test.Event) <-
 func TestUninstallRacingReinstall(t *testing.T) {
 	for _, sc := range raceStoreCases {
 		t.Run(sc.name, func(t *testing.T) {
-			env, _ := raceEnv(t, sc.store(t))
+			env, _ := raceEnv(t, sc.store(t), sc.opts...)
 			arm := gateLoads(t, env)
 			const rounds = 20
 			for round := range rounds {
@@ -298,9 +301,9 @@ func TestUninstallRacingReinstallFree(t *testing.T) {
 			// The hookRecorder checks that the portal is gone when OnUninstall runs; here the
 			// reinstall may already be stored again by then.
 			var uninstalls atomic.Int64
-			env, _ := raceEnv(t, sc.store(t), func(cfg *b24oauth.AppConfig) {
+			env, _ := raceEnv(t, sc.store(t), append([]func(*b24oauth.AppConfig){func(cfg *b24oauth.AppConfig) {
 				cfg.OnUninstall = func(context.Context, b24oauth.Installation, bool) { uninstalls.Add(1) }
-			})
+			}}, sc.opts...)...)
 			const rounds = 50
 			deleted := 0
 			for round := range rounds {
@@ -381,5 +384,95 @@ func TestUninstallRechecksChangedPair(t *testing.T) {
 				t.Error("OnUninstall did not get the installation as it was deleted")
 			}
 		})
+	}
+}
+
+// deleteGateStore is a plain TokenStore whose next Delete, once armed, waits at the gate: the
+// uninstall's fallback delete (DeleteInstallationIf) then stands between its check and its
+// delete. writes counts the Updates that wrote.
+type deleteGateStore struct {
+	b24oauth.TokenStore
+	gate   atomic.Pointer[roundGate]
+	writes atomic.Int64
+}
+
+func (s *deleteGateStore) Delete(ctx context.Context, memberID string) error {
+	if g := s.gate.Swap(nil); g != nil {
+		close(g.entered)
+		<-g.release
+	}
+	return s.TokenStore.Delete(ctx, memberID)
+}
+
+func (s *deleteGateStore) Update(ctx context.Context, memberID string, fn func(cur b24oauth.Installation) (b24oauth.Installation, error)) error {
+	err := s.TokenStore.Update(ctx, memberID, fn)
+	if err == nil {
+		s.writes.Add(1)
+	}
+	return err
+}
+
+// The App's store is a wrapper whose DeleteIf is DeleteInstallationIf's fallback over a plain
+// store (as sealstore over a store of a user's): the App sees a ConditionalDeleter, but the
+// delete is a check and then a Delete. A reinstall arriving while the uninstall stands between
+// the two must not be written into the record the Delete removes: it waits for the delete and
+// is then stored as a new install. Before the App's install writes took the fallback's lock
+// whatever the store, the reinstall was written and deleted (TestUninstallRacingReinstallFree
+// lost it in about one run of 8).
+func TestUninstallDeleteDoesNotTakeAReinstallWithIt(t *testing.T) {
+	store := &deleteGateStore{TokenStore: b24oauth.NewMemoryStore()}
+	// The spyStore's Create and DeleteIf are the fallbacks over store. OnUninstall is counted
+	// only: the hookRecorder's check that the portal is gone when it runs does not hold here,
+	// where the reinstall is stored right after the delete.
+	var uninstalls atomic.Int64
+	env, _ := raceEnv(t, store, func(cfg *b24oauth.AppConfig) {
+		cfg.OnUninstall = func(context.Context, b24oauth.Installation, bool) { uninstalls.Add(1) }
+	})
+	const rounds = 5
+	for round := range rounds {
+		p := env.install()
+		uninstall := p.UninstallEvent(false)
+		reinstall := p.InstallEvent()
+		g := &roundGate{entered: make(chan struct{}), release: make(chan struct{})}
+		store.gate.Store(g)
+		uninstalled := make(chan []int, 1)
+		go func() { uninstalled <- env.postAll([]string{"/uninstall"}, uninstall) }()
+		select {
+		case <-g.entered: // the uninstall's check passed; its Delete waits
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: the uninstall did not reach its delete", round)
+		}
+		before := store.writes.Load()
+		reinstalled := make(chan []int, 1)
+		go func() { reinstalled <- env.postAll([]string{"/install"}, reinstall) }()
+		// Give the reinstall time to be written if it is not held back (it answers once it is).
+		var early bool
+		select {
+		case <-reinstalled:
+			early = true
+		case <-time.After(500 * time.Millisecond):
+		}
+		if early || store.writes.Load() != before {
+			t.Errorf("round %d: the reinstall was written while the uninstall stood between its check and its delete", round)
+		}
+		close(g.release)
+		if codes := <-uninstalled; codes[0] != http.StatusOK {
+			t.Fatalf("round %d: uninstall answered %d, want 200 (its check passed)", round, codes[0])
+		}
+		if !early {
+			if codes := <-reinstalled; codes[0] != http.StatusOK {
+				t.Fatalf("round %d: reinstall answered %d", round, codes[0])
+			}
+		}
+		got, err := env.store.TokenStore.Load(context.Background(), p.MemberID())
+		if err != nil {
+			t.Fatalf("round %d: the reinstall is gone: %v", round, err)
+		}
+		if got.ApplicationToken != p.ApplicationToken() || pairOf(got) != fakePair(p) {
+			t.Fatalf("round %d: the stored installation is not the reinstall", round)
+		}
+	}
+	if n := uninstalls.Load(); n != rounds {
+		t.Errorf("OnUninstall ran %d times, want %d", n, rounds)
 	}
 }

@@ -223,8 +223,11 @@ func CreateInstallation(ctx context.Context, store TokenStore, inst Installation
 // For any other store it holds a lock of this process for memberID (shared by all
 // CreateInstallation and DeleteInstallationIf calls of the process), calls fn inside an Update
 // that writes nothing, and then Deletes: a write that lands between the Update and the Delete
-// (an Update of this process, or any write of another) is deleted with the record. A store
-// that serves uninstall events racing reinstalls should implement ConditionalDeleter.
+// (an Update of this process, or any write of another) is deleted with the record. An App's
+// install and connect writes hold the same lock, whatever its store (a wrapper such as
+// sealstore may call this fallback from its own DeleteIf), so among one process's events an
+// uninstall never deletes a reinstall. A store that serves several processes' uninstall
+// events racing reinstalls should implement ConditionalDeleter.
 func DeleteInstallationIf(ctx context.Context, store TokenStore, memberID string, fn func(cur Installation) error) error {
 	if d, ok := store.(ConditionalDeleter); ok {
 		return d.DeleteIf(ctx, memberID, fn)

@@ -111,12 +111,15 @@ func (a *App) reportStoreOp(ctx context.Context, op, memberID string, start time
 	a.cfg.Observer.StoreOp(ctx, StoreOpInfo{Op: op, MemberID: memberID, Duration: time.Since(start), Err: err})
 }
 
-// lifecycleUpdate is storeUpdate for the writes of an install or a connection. With a store
+// lifecycleUpdate is storeUpdate for the writes of an install or a connection. For a store
 // that is no ConditionalDeleter, DeleteInstallationIf checks and deletes in two steps under a
 // lock of this process: such a write holds the same lock, so that an uninstall's delete cannot
-// remove a reinstall written between its check and its delete.
+// remove a reinstall written between its check and its delete. It holds it whatever the App's
+// store: a ConditionalDeleter may be a wrapper whose DeleteIf is that fallback over a plain
+// store (sealstore over a store of a user's is), and the lock of this process is cheap next to
+// an install's checks at the OAuth server.
 func (a *App) lifecycleUpdate(ctx context.Context, memberID string, fn func(Installation) (Installation, error)) error {
-	if _, ok := a.cfg.Store.(ConditionalDeleter); ok || !ValidMemberID(memberID) {
+	if !ValidMemberID(memberID) {
 		return a.storeUpdate(ctx, memberID, fn)
 	}
 	unlock, err := fallbackLocks.lock(ctx, memberID)
