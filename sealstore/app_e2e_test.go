@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/b24go/b24oauth"
 	"github.com/b24go/b24oauth/b24test"
@@ -149,5 +151,83 @@ func TestAppOnSealedFileStore(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(files.Dir(), portal.MemberID()+".json")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("record after uninstall: %v; want it gone", err)
+	}
+}
+
+// gatedPlainStore is a store of a user's without Create and DeleteIf; its next Delete, once
+// armed, waits until released. writes counts the Updates that wrote.
+type gatedPlainStore struct {
+	b24oauth.TokenStore
+	entered, release chan struct{} // set to arm the next Delete
+	armed            atomic.Bool
+	writes           atomic.Int64
+}
+
+func (s *gatedPlainStore) Delete(ctx context.Context, memberID string) error {
+	if s.armed.CompareAndSwap(true, false) {
+		close(s.entered)
+		<-s.release
+	}
+	return s.TokenStore.Delete(ctx, memberID)
+}
+
+func (s *gatedPlainStore) Update(ctx context.Context, memberID string, fn func(b24oauth.Installation) (b24oauth.Installation, error)) error {
+	err := s.TokenStore.Update(ctx, memberID, fn)
+	if err == nil {
+		s.writes.Add(1)
+	}
+	return err
+}
+
+// An App on a sealed store of a user's (no Create, no DeleteIf of its own): sealstore's DeleteIf
+// is then DeleteInstallationIf's check-then-delete over it. A reinstall that arrives while an
+// uninstall stands between its check and its delete waits for the delete, and is stored: the
+// uninstall never takes it with it.
+func TestAppOnSealedPlainStoreKeepsAReinstall(t *testing.T) {
+	ctx := context.Background()
+	fake := b24test.NewServer()
+	t.Cleanup(fake.Close)
+	portal := fake.AddPortal()
+	inner := &gatedPlainStore{TokenStore: b24oauth.NewMemoryStore()}
+	sealed := newSealed(t, inner, testKey(1))
+	app, logs := e2eApp(t, fake, sealed)
+	if rec := portal.InstallEvent().Send(app.InstallHandler()); rec.Code != http.StatusOK {
+		t.Fatalf("install: %d %s", rec.Code, rec.Body)
+	}
+	uninstall, reinstall := portal.UninstallEvent(false), portal.InstallEvent()
+	inner.entered, inner.release = make(chan struct{}), make(chan struct{})
+	inner.armed.Store(true)
+	uninstalled := make(chan int, 1)
+	go func() { uninstalled <- uninstall.Send(app.UninstallHandler()).Code }()
+	select {
+	case <-inner.entered: // the uninstall's check passed; its Delete waits
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the uninstall did not reach its delete\n%s", logs)
+	}
+	before := inner.writes.Load()
+	reinstalled := make(chan int, 1)
+	go func() { reinstalled <- reinstall.Send(app.InstallHandler()).Code }()
+	select {
+	case code := <-reinstalled:
+		t.Errorf("the reinstall answered %d while the uninstall stood between its check and its delete", code)
+		reinstalled <- code
+	case <-time.After(500 * time.Millisecond):
+	}
+	if inner.writes.Load() != before {
+		t.Error("the reinstall was written while the uninstall stood between its check and its delete")
+	}
+	close(inner.release)
+	if code := <-uninstalled; code != http.StatusOK {
+		t.Fatalf("uninstall answered %d, want 200\n%s", code, logs)
+	}
+	if code := <-reinstalled; code != http.StatusOK {
+		t.Fatalf("reinstall answered %d\n%s", code, logs)
+	}
+	got, err := sealed.Load(ctx, portal.MemberID())
+	if err != nil {
+		t.Fatalf("the reinstall is gone: %v", err)
+	}
+	if got.ApplicationToken != portal.ApplicationToken() || got.RefreshToken != portal.Tokens().RefreshToken {
+		t.Error("the stored installation is not the reinstall")
 	}
 }
