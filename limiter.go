@@ -341,6 +341,13 @@ func (r *waitReport) fail(i int) {
 	}
 }
 
+// fellBack records that the in-process bucket paces the request in the shared limiter's place.
+func (r *waitReport) fellBack() {
+	if r != nil {
+		r.fallback = true
+	}
+}
+
 // limit is LimiterWaitInfo.Limit: the limit a failed wait was waiting for, else the one that
 // held the request longest in all, else "".
 func (r *waitReport) limit() string {
@@ -428,9 +435,7 @@ func (l *limiter) waitReporting(ctx context.Context, method string, n int, rep *
 			}
 			return nil
 		}
-		if rep != nil {
-			rep.fallback = true
-		}
+		rep.fellBack()
 	}
 	now := l.now()
 	if bucket.AllowN(now, n) {

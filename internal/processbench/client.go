@@ -36,7 +36,7 @@ type clientConfig struct {
 	cpuProfile string
 	memProfile string
 	// sync: the driver runs this client beside another one and starts their measurements
-	// together (see runSynced); in and out are the lines it talks to the driver over.
+	// together (-sync); in is where the driver's lines ("go", "stop") come from.
 	sync bool
 	in   io.Reader
 }
@@ -176,27 +176,14 @@ func runClient(cfg clientConfig, out io.Writer) error {
 
 // runUntil makes calls, conc at a time, until done is closed, and returns the first error.
 func runUntil(ctx context.Context, call caller, conc int, done <-chan struct{}) error {
-	var wg sync.WaitGroup
-	errs := make([]error, conc)
-	for i := range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				if _, err := call(ctx); err != nil {
-					errs[i] = err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return callWhile(ctx, call, conc, func() bool {
+		select {
+		case <-done:
+			return false
+		default:
+			return true
+		}
+	})
 }
 
 func writeHeapProfile(path string) error {
@@ -214,6 +201,14 @@ func writeHeapProfile(path string) error {
 // runCalls makes n calls, conc at a time, and returns the first error.
 func runCalls(ctx context.Context, call caller, n, conc int) error {
 	var next atomic.Int64
+	return callWhile(ctx, call, conc, func() bool { return next.Add(1) <= int64(n) })
+}
+
+// callWhile makes calls, conc at a time, for as long as more says (each call asks it once),
+// and returns the first error: a failed call, or a deal decoded wrong. After one, the others
+// stop too.
+func callWhile(ctx context.Context, call caller, conc int, more func() bool) error {
+	var failed atomic.Bool
 	var once sync.Once
 	var first error
 	var wg sync.WaitGroup
@@ -221,14 +216,14 @@ func runCalls(ctx context.Context, call caller, n, conc int) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for next.Add(1) <= int64(n) {
+			for !failed.Load() && more() {
 				d, err := call(ctx)
 				if err == nil && d.ID != "1" {
 					err = fmt.Errorf("decoded deal %+v, want ID 1", d)
 				}
 				if err != nil {
 					once.Do(func() { first = err })
-					next.Store(int64(n)) // the others stop too
+					failed.Store(true)
 					return
 				}
 			}
